@@ -1,0 +1,1 @@
+"""SAM planners (fingerprint extras + SAMPlanner); arrive with the planner issue."""

@@ -1,0 +1,1 @@
+"""nnU-Net trainers for SAM; arrive with the trainers issue."""
