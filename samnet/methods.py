@@ -1,0 +1,55 @@
+"""What samnet trains and with what budget: plain data, no heavy imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BASELINE_TRAINER = "nnUNetTrainer"
+# Written by samnet.training into each fold folder; read by the report.
+STATS_FILE = "samnet_fold_stats.json"
+# Larger batches than this make an optimizer step take many seconds on a few CPU cores, so a
+# CPU budget buys too few steps to learn anything (measured: Hippocampus 2d, batch 292, Dice 0
+# after 34 minutes; batch 32 learns within minutes).
+CPU_MAX_BATCH = {2: 32, 3: 2}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One thing to train: nnU-Net names its results folder ``trainer__plans__configuration``."""
+
+    trainer: str
+    plans: str
+    configuration: str
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.trainer}__{self.plans}__{self.configuration}"
+
+    @classmethod
+    def from_folder_name(cls, name: str) -> Method:
+        trainer, plans, configuration = name.split("__")
+        return cls(trainer, plans, configuration)
+
+
+def baseline_methods(plans_identifier: str, configurations: list[str]) -> list[Method]:
+    """nnU-Net's own trainer on each planned configuration."""
+    return [Method(BASELINE_TRAINER, plans_identifier, c) for c in configurations]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every method in a comparison gets: the same optimizer steps of the same batch size."""
+
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    batch_size: int
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+
+def default_batch_size(planned: int, dimensions: int, on_cpu: bool) -> int:
+    """The plan's batch size on a GPU; capped on CPU so a budget buys enough optimizer steps."""
+    return min(planned, CPU_MAX_BATCH[dimensions]) if on_cpu else planned

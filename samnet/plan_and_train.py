@@ -1,0 +1,158 @@
+"""samnet_plan_and_train: check, plan, preprocess, train every method on every fold, and report.
+
+Re-running continues: planned and preprocessed data are reused, finished folds are
+skipped and interrupted ones resume from their last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from samnet.datasets import dataset_id, find_raw_dataset
+from samnet.errors import SamnetError, cli_entry
+from samnet.methods import Budget, Method, baseline_methods, default_batch_size
+from samnet.paths import configure_environment, preprocessed_folder
+
+NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250
+CPU_EPOCHS, CPU_ITERATIONS = 20, 50
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="samnet_plan_and_train",
+        description="Check, plan and preprocess a dataset, train every method on every fold with the same "
+        "budget and splits, validate, and write samnet_report/ in the dataset's results folder.",
+    )
+    parser.add_argument(
+        "dataset", help="DatasetNNN, its full name (Dataset004_Hippocampus) or its id"
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        choices=range(5),
+        metavar="F",
+    )
+    parser.add_argument(
+        "--configurations",
+        nargs="+",
+        default=None,
+        help="nnU-Net configurations (default: 2d and 3d_fullres if planned)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"default {NNUNET_EPOCHS} on GPU (nnU-Net's), {CPU_EPOCHS} on CPU",
+    )
+    parser.add_argument(
+        "--iterations-per-epoch",
+        type=positive_int,
+        default=None,
+        help=f"optimizer steps per epoch; default {NNUNET_ITERATIONS} on GPU, {CPU_ITERATIONS} on CPU",
+    )
+    parser.add_argument(
+        "--val-iterations-per-epoch",
+        type=positive_int,
+        default=None,
+        help="validation batches per epoch for the pseudo Dice (default: a fifth of --iterations-per-epoch)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="one batch size for every method (default: the plan's on GPU; at most 32 (2d) / 2 (3d) on CPU)",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="re-plan, re-preprocess and retrain the folds",
+    )
+    return parser.parse_args(argv)
+
+
+def require_valid_dataset(folder) -> None:
+    """Stop before planning when the dataset checker finds any problem, listing all of them."""
+    from samnet.preprocessing.check_dataset import check_dataset
+
+    problems = check_dataset(folder, progress=True)
+    if problems:
+        for problem in problems:
+            print(problem)
+        raise SamnetError(
+            folder,
+            f"{len(problems)} problem(s) in the dataset (listed above)",
+            "fix them and run again",
+        )
+
+
+def budget_for(
+    method: Method, dataset_name: str, args: argparse.Namespace, on_cpu: bool
+) -> Budget:
+    """The budget of one method: the user's numbers, else nnU-Net's on GPU and a CPU-sized one on CPU."""
+    plans = json.loads(
+        (preprocessed_folder() / dataset_name / f"{method.plans}.json").read_text()
+    )
+    configuration = plans["configurations"][method.configuration]
+    dimensions = len(configuration["patch_size"])
+    iterations = args.iterations_per_epoch or (
+        CPU_ITERATIONS if on_cpu else NNUNET_ITERATIONS
+    )
+    return Budget(
+        epochs=args.epochs or (CPU_EPOCHS if on_cpu else NNUNET_EPOCHS),
+        iterations_per_epoch=iterations,
+        val_iterations_per_epoch=args.val_iterations_per_epoch
+        or max(1, iterations // 5),
+        batch_size=args.batch_size
+        or default_batch_size(configuration["batch_size"], dimensions, on_cpu),
+    )
+
+
+def plan_and_train(args: argparse.Namespace) -> None:
+    configure_environment()
+    from samnet.planning import plan_and_preprocess
+    from samnet.report import write_report
+    from samnet.training import resolve_device, train_fold
+
+    device = resolve_device(args.device)
+    raw = find_raw_dataset(args.dataset)
+    dataset_name = raw.name
+    require_valid_dataset(raw)
+    plans_identifier, configurations = plan_and_preprocess(
+        dataset_id(dataset_name),
+        dataset_name,
+        args.configurations,
+        overwrite=args.overwrite,
+    )
+    methods = baseline_methods(plans_identifier, configurations)
+    runs = [(method, fold) for method in methods for fold in args.folds]
+    for index, (method, fold) in enumerate(runs, start=1):
+        budget = budget_for(method, dataset_name, args, on_cpu=device.type == "cpu")
+        print(
+            f"samnet: [{index}/{len(runs)}] {method.folder_name} fold {fold}: "
+            f"{budget.epochs} epochs x {budget.iterations_per_epoch} steps, batch {budget.batch_size}, {device}"
+        )
+        train_fold(dataset_name, method, fold, budget, device, overwrite=args.overwrite)
+    folder = write_report(dataset_name)
+    print((folder / "report.md").read_text())
+    print(f"samnet: report written to {folder}")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    plan_and_train(parse_arguments(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
