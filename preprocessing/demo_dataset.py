@@ -8,16 +8,14 @@ with Rician-like noise and a smooth multiplicative bias field.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from samnet.datasets import dataset_folder_name
 from samnet.errors import cli_entry
-from samnet.paths import raw_folder
 from samnet.preprocessing.atomic import atomic_folder
+from samnet.preprocessing.raw_dataset import raw_dataset_target, write_dataset_json
 
 DEMO_NAME = "SamnetDemo"
 DEMO_ID = 990
@@ -80,7 +78,7 @@ def write_demo_dataset(
     overwrite: bool = False,
 ) -> str:
     """Write ``DatasetNNN_SamnetDemo`` into nnUNet_raw and return its path; identical for equal arguments."""
-    target = raw_folder() / dataset_folder_name(dataset_id, DEMO_NAME)
+    target = raw_dataset_target(dataset_id, DEMO_NAME)
     rng = np.random.default_rng(seed)
     with atomic_folder(target, overwrite=overwrite) as folder:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
@@ -94,16 +92,13 @@ def write_demo_dataset(
                 write_nifti(labels, str(folder / "labelsTr" / f"{case}.nii.gz"))
             else:
                 write_nifti(image, str(folder / "imagesTs" / f"{case}_0000.nii.gz"))
-        dataset_json = {
+        metadata = {
             "name": DEMO_NAME,
             "description": "samnet's synthetic MR-like demo: two touching structures, noise and bias field",
-            "channel_names": {"0": "MRI"},
-            "labels": {"background": 0, "part_a": 1, "part_b": 2},
-            "numTraining": num_training,
-            "file_ending": ".nii.gz",
             "licence": "CC0 (synthetic)",
         }
-        (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+        labels = {"background": 0, "part_a": 1, "part_b": 2}
+        write_dataset_json(folder, ["MRI"], labels, num_training, ".nii.gz", metadata)
     return str(target)
 
 
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         help="keep an existing dataset with this id and stop",
     )
     args = parser.parse_args(argv)
-    target = raw_folder() / dataset_folder_name(args.id, DEMO_NAME)
+    target = raw_dataset_target(args.id, DEMO_NAME)
     if args.exist_ok and target.exists():
         print(f"kept {target} (exists)")
         return 0

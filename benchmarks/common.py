@@ -1,0 +1,65 @@
+"""What every benchmark records next to its numbers: the machine, the software and the date."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parent / "work"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def machine() -> dict:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "kind": "GPU" if gpu else "CPU",
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "gpu": gpu,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "nnunetv2": version("nnunetv2"),
+        "samnet": version("samnet"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def work_environment() -> dict[str, str]:
+    """The caller's nnU-Net folders, or private ones under benchmarks/work/ (git-ignored)."""
+    environment = dict(os.environ)
+    for variable, sub in (
+        ("nnUNet_raw", "raw"),
+        ("nnUNet_preprocessed", "preprocessed"),
+        ("nnUNet_results", "results"),
+    ):
+        environment.setdefault(variable, str(WORK / sub))
+    return environment
+
+
+def run_command(command: list[str], environment: dict[str, str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, env=environment, check=True)
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path

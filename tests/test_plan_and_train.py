@@ -1,0 +1,162 @@
+"""End to end on demo-sized synthetic data: samnet_plan_and_train through nnU-Net on CPU.
+
+Each run goes through a subprocess, as a user runs it: nnU-Net reads its folders at import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from samnet.preprocessing.demo_dataset import write_demo_dataset
+
+DEMO_ID = 991
+NAME = "Dataset991_SamnetDemo"
+METHOD = "nnUNetTrainer__nnUNetPlans__2d"
+TINY_BUDGET = [
+    "--folds",
+    "0",
+    "--configurations",
+    "2d",
+    "--epochs",
+    "2",
+    "--iterations-per-epoch",
+    "2",
+]
+TINY_BUDGET += [
+    "--val-iterations-per-epoch",
+    "1",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def plan_and_train(
+    environment: dict[str, str], *arguments: str
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "samnet.plan_and_train", *arguments]
+    return subprocess.run(
+        command,
+        check=False,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, str], Path, subprocess.CompletedProcess]:
+    """A demo dataset (10 cases) trained once: 2d, fold 0, 2 epochs of 2 steps."""
+    root = tmp_path_factory.mktemp("e2e")
+    environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
+    for variable, sub in (
+        ("nnUNet_raw", "raw"),
+        ("nnUNet_preprocessed", "preprocessed"),
+        ("nnUNet_results", "results"),
+    ):
+        environment[variable] = os.environ[variable] = str(root / sub)
+    write_demo_dataset(DEMO_ID, num_training=10, num_test=0)
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        del os.environ[variable]
+    run = plan_and_train(environment, str(DEMO_ID), *TINY_BUDGET)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return environment, root / "results" / NAME, run
+
+
+def test_report_holds_a_dice_per_class(trained) -> None:
+    _, results, run = trained
+    report = json.loads((results / "samnet_report" / "report.json").read_text())
+    fold = report["methods"][METHOD]["folds"]["0"]
+    assert set(fold["dice"]) == {"1", "2", "foreground"}
+    assert all(0.0 <= d <= 1.0 for d in fold["dice"].values() if d is not None)
+    assert fold["cases"] == 2
+    assert (
+        fold["training"]["optimizer_steps"] == 4
+        and fold["training"]["budget"]["batch_size"] == 4
+    )
+    assert (results / "samnet_report" / "report.md").exists()
+    assert "report written to" in run.stdout
+    assert "fold 0" in run.stderr  # the tqdm bar names the fold and counts epochs
+    splits = results.parents[1] / "preprocessed" / NAME / "splits_final.json"
+    assert len(json.loads(splits.read_text())) == 5
+
+
+def test_rerun_skips_what_is_done(trained) -> None:
+    environment, results, _ = trained
+    summary = results / METHOD / "fold_0" / "validation" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    run = plan_and_train(environment, str(DEMO_ID), *TINY_BUDGET)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "fold 0 is done" in run.stdout
+    assert summary.stat().st_mtime_ns == before
+
+
+def test_another_budget_on_a_started_fold_is_refused(trained) -> None:
+    environment, results, _ = trained
+    (results / METHOD / "fold_0" / "validation" / "summary.json").rename(
+        results / "summary.json.kept"
+    )
+    try:
+        arguments = [a if a != "4" else "8" for a in TINY_BUDGET]
+        run = plan_and_train(environment, str(DEMO_ID), *arguments)
+    finally:
+        (results / "summary.json.kept").rename(
+            results / METHOD / "fold_0" / "validation" / "summary.json"
+        )
+    assert run.returncode == 1
+    assert "samnet_budget.json" in run.stderr and "--overwrite" in run.stderr
+
+
+def test_interrupted_fold_resumes_from_its_last_epoch(trained) -> None:
+    environment, results, _ = trained
+    arguments = [
+        str(DEMO_ID),
+        "--folds",
+        "1",
+        "--configurations",
+        "2d",
+        "--epochs",
+        "4",
+    ]
+    arguments += ["--iterations-per-epoch", "6", "--val-iterations-per-epoch", "1"]
+    arguments += ["--batch-size", "4", "--device", "cpu"]
+    fold = results / METHOD / "fold_1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "samnet.plan_and_train", *arguments],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while not (fold / "checkpoint_latest.pth").exists():
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)  # let torch.save finish the file
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (fold / "checkpoint_final.pth").exists(), (
+        "killed too late to test resuming"
+    )
+
+    run = plan_and_train(environment, *arguments)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resuming nnUNetTrainer__nnUNetPlans__2d fold 1 at epoch" in run.stdout
+    assert (fold / "checkpoint_final.pth").exists()
+    stats = json.loads((fold / "samnet_fold_stats.json").read_text())
+    assert len(stats["seconds_per_epoch"]) == 4
