@@ -25,7 +25,7 @@ DATASET = "Dataset004_Hippocampus"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configuration", default="2d")
-    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=48)
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")

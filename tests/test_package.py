@@ -1,0 +1,86 @@
+"""Set-up facts a user relies on: the installed layout, folder defaults and the demo dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from samnet import paths
+from samnet.preprocessing.check_dataset import check_dataset
+from samnet.preprocessing.demo_dataset import write_demo_dataset
+
+
+def test_wheel_installs_folders_as_samnet_subpackages(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(tmp_path),
+        str(REPO),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("samnet-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in (
+        "samnet/plan_and_train.py",
+        "samnet/planners/__init__.py",
+        "samnet/trainers/__init__.py",
+    ):
+        assert module in names
+    assert "samnet/preprocessing/convert_msd.py" in names
+    assert not any(
+        n.startswith(("planners/", "trainers/", "preprocessing/")) for n in names
+    )
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for command in (
+        "samnet_convert_msd",
+        "samnet_convert_2d",
+        "samnet_check_dataset",
+        "samnet_plan_and_train",
+    ):
+        assert f"{command} = " in text
+
+
+def test_unset_folders_default_to_samnet_data_and_are_announced_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for variable in paths.NNUNET_FOLDERS:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(paths, "_announced", False)
+    folders = paths.configure_environment()
+    paths.configure_environment()
+    assert folders["nnUNet_raw"] == tmp_path / "samnet_data" / "raw"
+    assert os.environ["nnUNet_results"] == str(tmp_path / "samnet_data" / "results")
+    assert all(folder.is_dir() for folder in folders.values())
+    assert capsys.readouterr().err.count("not set; using") == 1
+
+
+def test_set_folders_are_kept(
+    nnunet_folders: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    assert paths.configure_environment() == nnunet_folders
+    assert "not set" not in capsys.readouterr().err
+
+
+def test_demo_dataset_is_deterministic_and_valid(
+    nnunet_folders: dict[str, Path],
+) -> None:
+    first = Path(write_demo_dataset(980, num_training=3, num_test=1))
+    second = Path(write_demo_dataset(981, num_training=3, num_test=1))
+    assert check_dataset(first) == []
+    files = sorted(p.relative_to(first) for p in first.rglob("*.nii.gz"))
+    assert len(files) == 7
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes()
