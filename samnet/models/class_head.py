@@ -1,0 +1,70 @@
+"""Prompt-free multi-class output of SAM's mask decoder: K learned class tokens instead of prompts."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from segment_anything.modeling import MaskDecoder
+from torch import nn
+
+
+class ClassHead(nn.Module):
+    """K class tokens and their hypernetwork MLPs, run through a pre-trained SAM mask decoder.
+
+    SAM's decoder turns prompt tokens plus its mask tokens into masks. Here the only tokens
+    are K learned class tokens (background included), so no prompt is needed, and each
+    token's hypernetwork MLP turns it into the weights of that class's logit map. The
+    decoder's two-way transformer and upscaling are borrowed, not copied, so PEFT applied
+    to the decoder acts on the prompt-free path too. Tokens and MLPs start from the
+    pre-trained first mask token and its MLP (plus a little noise to break symmetry).
+    """
+
+    def __init__(self, decoder: MaskDecoder, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        pretrained_token = decoder.mask_tokens.weight[:1].detach()
+        noise = (
+            0.02
+            * pretrained_token.std()
+            * torch.randn(num_classes, pretrained_token.shape[1])
+        )
+        self.class_tokens = nn.Parameter(
+            pretrained_token.repeat(num_classes, 1) + noise
+        )
+        self.class_mlps = nn.ModuleList(
+            copy.deepcopy(decoder.output_hypernetworks_mlps[0])
+            for _ in range(num_classes)
+        )
+
+    def forward(
+        self,
+        decoder: MaskDecoder,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        dense_embedding: torch.Tensor,
+    ) -> torch.Tensor:
+        """Class logits at 4x the embedding resolution.
+
+        Arguments:
+          decoder: the SAM mask decoder whose transformer and upscaling are used.
+          image_embeddings: ``B x D x h x w`` from the image encoder.
+          image_pe: ``1 x D x h x w`` positional encoding of the embedding grid.
+          dense_embedding: ``1 x D x 1 x 1`` SAM's "no mask" dense prompt embedding.
+
+        Returns:
+          ``B x K x 4h x 4w`` logits.
+        """
+        batch, channels, height, width = image_embeddings.shape
+        tokens = self.class_tokens.unsqueeze(0).expand(batch, -1, -1)
+        source = image_embeddings + dense_embedding
+        positional = image_pe.expand(batch, -1, -1, -1)
+        class_outputs, source = decoder.transformer(source, positional, tokens)
+        source = source.transpose(1, 2).reshape(batch, channels, height, width)
+        upscaled = decoder.output_upscaling(source)
+        weights = torch.stack(
+            [mlp(class_outputs[:, k]) for k, mlp in enumerate(self.class_mlps)], dim=1
+        )
+        batch, _, mask_height, mask_width = upscaled.shape
+        logits = weights @ upscaled.flatten(2)
+        return logits.view(batch, self.num_classes, mask_height, mask_width)
