@@ -91,8 +91,6 @@ class SamSegmentationNetwork(nn.Module):
             boxes=None if boxes is None else boxes * scale.repeat(2),
             masks=None,
         )
-        # The prompt encoder sizes its "no mask" embedding for the native grid.
-        dense = dense[:, :, :1, :1].expand(-1, -1, *embeddings.shape[-2:])
         masks, _ = self.sam.mask_decoder(
             image_embeddings=embeddings,
             image_pe=self.embedding_positions(embeddings),

@@ -1,0 +1,28 @@
+"""Prompts simulated from reference masks, as an annotator would give them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_from_mask(mask: np.ndarray) -> list[float]:
+    """Tight ``[x0, y0, x1, y1]`` box (pixels, exclusive end) around a non-empty 2D binary mask."""
+    rows, columns = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("cannot box an empty mask")
+    return [
+        float(columns.min()),
+        float(rows.min()),
+        float(columns.max() + 1),
+        float(rows.max() + 1),
+    ]
+
+
+def binary_dice(reference: np.ndarray, prediction: np.ndarray) -> float:
+    """Dice of two binary masks; NaN when both are empty (nnU-Net skips those)."""
+    total = reference.sum() + prediction.sum()
+    return (
+        float(2 * np.logical_and(reference, prediction).sum() / total)
+        if total
+        else float("nan")
+    )
