@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
 import torch
 from segment_anything.modeling import (
@@ -12,8 +15,11 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
+from samnet.models.backbones import BACKBONES, build_sam
 from samnet.models.input_adapter import SAM_PIXEL_MEAN, SAM_PIXEL_STD, InputAdapter
 from samnet.models.network import SamSegmentationNetwork
+from samnet.models.peft import PeftConfig, apply_peft
+from samnet.models.trained_checkpoint import save_trained
 
 SIZE = 64
 
@@ -139,3 +145,31 @@ def test_prompted_path_gives_one_mask_per_object() -> None:
         image, boxes=boxes[:1], points=points, point_labels=labels
     )
     assert not torch.allclose(both, network.forward_prompted(image, boxes=boxes[:1]))
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size"), [("lite_medsam", 128), ("mobile_sam", 128), ("sam_vit_b", 64)]
+)
+def test_registered_backbones_run_at_non_native_sizes(backbone: str, size: int) -> None:
+    sam, _ = build_sam(backbone, image_size=size, pretrained=False)
+    spec = BACKBONES[backbone]
+    network = SamSegmentationNetwork(sam, 4, 3, size, spec.normalization).eval()
+    with torch.no_grad():
+        embeddings = network.encode(torch.randn(1, 4, 50, 70))
+        logits = network.decode(embeddings, (50, 70))
+    assert embeddings.shape[-2:] == (size * 64 // spec.native_size,) * 2
+    assert logits.shape == (1, 3, 50, 70)
+
+
+def test_lite_medsam_lora_checkpoint_is_a_small_fraction_of_its_weights(
+    tmp_path,
+) -> None:
+    sam, base = build_sam("lite_medsam")
+    network = SamSegmentationNetwork(sam, 1, 3, 256, "unit_range")
+    config = PeftConfig(
+        method="lora", parts=("encoder", "decoder"), trainable_extra=("class_head",)
+    )
+    apply_peft(network, config)
+    save_trained(network, tmp_path / "lora.pt", asdict(base))
+    ratio = (tmp_path / "lora.pt").stat().st_size / Path(base.path).stat().st_size
+    assert ratio < 0.1, f"{ratio:.1%} of {base.path}"

@@ -23,6 +23,8 @@ def test_empty_mask_has_no_box() -> None:
 
 def test_binary_dice() -> None:
     reference = np.array([1, 1, 0, 0], dtype=bool)
-    assert binary_dice(reference, np.array([1, 0, 1, 0], dtype=bool)) == pytest.approx(0.5)
+    assert binary_dice(reference, np.array([1, 0, 1, 0], dtype=bool)) == pytest.approx(
+        0.5
+    )
     assert binary_dice(reference, reference) == 1.0
     assert math.isnan(binary_dice(np.zeros(4, bool), np.zeros(4, bool)))
