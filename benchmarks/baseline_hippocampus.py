@@ -4,7 +4,8 @@
 
 Converts ../shared/data/Task04_Hippocampus (once), runs samnet_plan_and_train on fold 0 and
 writes Dice per class, seconds per epoch and peak memory to
-benchmarks/results/baseline_hippocampus_<configuration>_<cpu|gpu>.json.
+benchmarks/results/baseline_hippocampus_<configuration>_<cpu|gpu>.json, with the
+training curve and the Dice box plot as PNGs beside it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from common import SHARED_DATA, machine, run_command, work_environment, write_result
+from common import (
+    RESULTS,
+    SHARED_DATA,
+    machine,
+    run_command,
+    work_environment,
+    write_result,
+)
 
 DATASET_ID = 4
 DATASET = "Dataset004_Hippocampus"
@@ -96,9 +105,13 @@ def main() -> None:
         / 1024,
         "metric": report["metric"],
     }
-    write_result(
-        f"baseline_hippocampus_{args.configuration}_{host['kind'].lower()}", result
-    )
+    name = f"baseline_hippocampus_{args.configuration}_{host['kind'].lower()}"
+    write_result(name, result)
+    results = Path(environment["nnUNet_results"]) / DATASET
+    curve = results / result["method"] / "fold_0" / "progress.png"
+    shutil.copy(curve, RESULTS / f"{name}_progress.png")
+    boxplot = results / "samnet_report" / "dice_boxplot.png"
+    shutil.copy(boxplot, RESULTS / f"{name}_boxplot.png")
 
 
 if __name__ == "__main__":

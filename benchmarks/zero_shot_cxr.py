@@ -15,8 +15,7 @@ from common import SHARED_DATA, machine, write_result
 from PIL import Image
 from tqdm import tqdm
 
-from samnet.models.backbones import BACKBONES, build_sam
-from samnet.models.network import SamSegmentationNetwork
+from samnet.models.network import build_network
 from samnet.prompts import binary_dice, box_from_mask
 
 LUNGS = {1: "right_lung", 2: "left_lung"}
@@ -24,11 +23,8 @@ LUNGS = {1: "right_lung", 2: "left_lung"}
 
 def main() -> None:
     folder = SHARED_DATA / "CXR_Lungs"
-    sam, base = build_sam("lite_medsam")
-    spec = BACKBONES["lite_medsam"]
-    network = SamSegmentationNetwork(
-        sam, 1, 2, spec.native_size, spec.normalization
-    ).eval()
+    network, base = build_network("lite_medsam", in_channels=1, num_classes=2)
+    network.eval()
     per_lung = []
     start = time.perf_counter()
     for path in tqdm(sorted((folder / "images").glob("*.png")), unit="image"):

@@ -15,9 +15,9 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-from samnet.models.backbones import BACKBONES, build_sam
+from samnet.models.backbones import BACKBONES
 from samnet.models.input_adapter import SAM_PIXEL_MEAN, SAM_PIXEL_STD, InputAdapter
-from samnet.models.network import SamSegmentationNetwork
+from samnet.models.network import SamSegmentationNetwork, build_network
 from samnet.models.peft import PeftConfig, apply_peft
 from samnet.models.trained_checkpoint import save_trained
 
@@ -151,21 +151,20 @@ def test_prompted_path_gives_one_mask_per_object() -> None:
     ("backbone", "size"), [("lite_medsam", 128), ("mobile_sam", 128), ("sam_vit_b", 64)]
 )
 def test_registered_backbones_run_at_non_native_sizes(backbone: str, size: int) -> None:
-    sam, _ = build_sam(backbone, image_size=size, pretrained=False)
-    spec = BACKBONES[backbone]
-    network = SamSegmentationNetwork(sam, 4, 3, size, spec.normalization).eval()
+    network, _ = build_network(backbone, 4, 3, image_size=size, pretrained=False)
+    network.eval()
+    native_size = BACKBONES[backbone].native_size
     with torch.no_grad():
         embeddings = network.encode(torch.randn(1, 4, 50, 70))
         logits = network.decode(embeddings, (50, 70))
-    assert embeddings.shape[-2:] == (size * 64 // spec.native_size,) * 2
+    assert embeddings.shape[-2:] == (size * 64 // native_size,) * 2
     assert logits.shape == (1, 3, 50, 70)
 
 
 def test_lite_medsam_lora_checkpoint_is_a_small_fraction_of_its_weights(
     tmp_path,
 ) -> None:
-    sam, base = build_sam("lite_medsam")
-    network = SamSegmentationNetwork(sam, 1, 3, 256, "unit_range")
+    network, base = build_network("lite_medsam", in_channels=1, num_classes=3)
     config = PeftConfig(
         method="lora", parts=("encoder", "decoder"), trainable_extra=("class_head",)
     )

@@ -7,8 +7,7 @@ import torch
 from conftest import shared_dataset
 from PIL import Image
 
-from samnet.models.backbones import BACKBONES, build_sam
-from samnet.models.network import SamSegmentationNetwork
+from samnet.models.network import build_network
 from samnet.prompts import binary_dice, box_from_mask
 
 IMAGES = 20  # two lungs each
@@ -16,11 +15,8 @@ IMAGES = 20  # two lungs each
 
 def test_lite_medsam_with_ground_truth_boxes_segments_lungs() -> None:
     folder = shared_dataset("CXR_Lungs")
-    sam, _ = build_sam("lite_medsam")
-    spec = BACKBONES["lite_medsam"]
-    network = SamSegmentationNetwork(
-        sam, 1, 2, spec.native_size, spec.normalization
-    ).eval()
+    network, _ = build_network("lite_medsam", in_channels=1, num_classes=2)
+    network.eval()
     scores = []
     for path in sorted((folder / "images").glob("*.png"))[:IMAGES]:
         image = np.asarray(Image.open(path).convert("L"), dtype=np.float32)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
+from samnet.models.backbones import BaseWeights, build_sam, get_backbone
 from samnet.models.class_head import ClassHead
 from samnet.models.input_adapter import InputAdapter
 
@@ -101,3 +104,25 @@ class SamSegmentationNetwork(nn.Module):
         return F.interpolate(
             masks, size=(height, width), mode="bilinear", align_corners=False
         )
+
+
+def build_network(
+    backbone: str,
+    in_channels: int,
+    num_classes: int,
+    image_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+) -> tuple[SamSegmentationNetwork, BaseWeights]:
+    """A registered backbone as a prompt-free network, and the identity of its base weights.
+
+    ``image_size`` defaults to the backbone's native input size.
+    """
+    spec = get_backbone(backbone)
+    size = image_size or spec.native_size
+    sam, base = build_sam(
+        backbone, checkpoint=checkpoint, image_size=size, pretrained=pretrained
+    )
+    return SamSegmentationNetwork(
+        sam, in_channels, num_classes, size, spec.normalization
+    ), base
