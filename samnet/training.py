@@ -8,6 +8,7 @@ resume logic and the same validation.
 from __future__ import annotations
 
 import json
+import pickle
 import resource
 import shutil
 import time
@@ -139,6 +140,18 @@ def epoch_seconds(trainer) -> list[float]:
     return [end - start for start, end in zip(starts, ends)]
 
 
+def load_resumable(trainer, checkpoint: Path) -> None:
+    """Load an interrupted fold's checkpoint; one torn by a kill mid-write is a clear error."""
+    try:
+        trainer.load_checkpoint(str(checkpoint))
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise SamnetError(
+            checkpoint,
+            f"cannot be read ({type(error).__name__}); the run was probably stopped while writing it",
+            "delete it to restart this fold from epoch 0, or pass --overwrite to retrain the fold",
+        ) from error
+
+
 def train_fold(
     dataset_name: str,
     method: Method,
@@ -169,7 +182,7 @@ def train_fold(
         trainer.load_checkpoint(str(final_checkpoint))
     else:
         if latest_checkpoint.exists():
-            trainer.load_checkpoint(str(latest_checkpoint))
+            load_resumable(trainer, latest_checkpoint)
             print(
                 f"samnet: resuming {method.folder_name} fold {fold} at epoch {trainer.current_epoch}"
             )

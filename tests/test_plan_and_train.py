@@ -160,3 +160,17 @@ def test_interrupted_fold_resumes_from_its_last_epoch(trained) -> None:
     assert (fold / "checkpoint_final.pth").exists()
     stats = json.loads((fold / "samnet_fold_stats.json").read_text())
     assert len(stats["seconds_per_epoch"]) == 4
+
+
+def test_torn_checkpoint_is_a_clear_error_and_kept(trained) -> None:
+    environment, results, _ = trained
+    fold = results / METHOD / "fold_2"
+    fold.mkdir(parents=True)
+    torn = fold / "checkpoint_latest.pth"
+    torn.write_bytes(b"PK\x03\x04 cut short")
+    arguments = [a if a != "0" else "2" for a in TINY_BUDGET]
+    run = plan_and_train(environment, str(DEMO_ID), *arguments)
+    assert run.returncode == 1
+    assert "checkpoint_latest.pth: cannot be read" in run.stderr
+    assert "delete it to restart this fold" in run.stderr
+    assert torn.read_bytes() == b"PK\x03\x04 cut short"
