@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 from samnet.errors import SamnetError, cli_entry
 from samnet.preprocessing.atomic import atomic_folder
+from samnet.preprocessing.image_io import read_errors_named
 from samnet.preprocessing.raw_dataset import (
     integer_labels,
     raw_dataset_target,
-    reading,
     write_dataset_json,
 )
 
@@ -87,14 +87,14 @@ def pair_cases(
 
 def open_image(path: Path) -> Image.Image:
     """The image at ``path`` with its pixels loaded."""
-    with reading(path, OSError), Image.open(path) as image:
+    with read_errors_named(path), Image.open(path) as image:
         image.load()
         return image
 
 
 def image_header(path: Path) -> tuple[str, tuple[int, int]]:
     """Pixel mode and (width, height), read without decoding the pixels."""
-    with reading(path, OSError), Image.open(path) as image:
+    with read_errors_named(path), Image.open(path) as image:
         return image.mode, image.size
 
 

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from samnet.errors import SamnetError, cli_entry
 from samnet.paths import configure_environment
 from samnet.preprocessing.atomic import atomic_folder
+from samnet.preprocessing.image_io import read_errors_named
 from samnet.preprocessing.raw_dataset import (
     integer_labels,
     raw_dataset_target,
-    reading,
     write_dataset_json,
 )
 
@@ -138,7 +138,7 @@ def write_channels(image: Path, output_folder: Path, num_channels: int) -> None:
 
     header = sitk.ImageFileReader()
     header.SetFileName(str(image))
-    with reading(image, RuntimeError):
+    with read_errors_named(image):
         header.ReadImageInformation()
     dimension = header.GetDimension()
     found = {3: 1, 4: header.GetSize()[-1]}.get(dimension)
@@ -148,13 +148,13 @@ def write_channels(image: Path, output_folder: Path, num_channels: int) -> None:
             f"is a {dimension}D image with {found or 'no'} channel(s), but dataset.json lists {num_channels} modalities",
             "MSD images are 3D (one modality) or 4D with one volume per modality: replace this file",
         )
-    with reading(image, RuntimeError):
+    with read_errors_named(image):
         split_4d_nifti(str(image), str(output_folder))
 
 
 def write_integer_label(source: Path, target: Path) -> None:
     """Write the label map at ``source`` as unsigned integers with exactly its geometry."""
-    with reading(source, RuntimeError):
+    with read_errors_named(source):
         label = sitk.ReadImage(str(source))
     converted = sitk.GetImageFromArray(
         integer_labels(sitk.GetArrayViewFromImage(label), source)

@@ -64,7 +64,7 @@ def read_image_info(path: Path) -> ImageInfo:
         return read_image(path)[1]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    with _read_errors_named(path):
+    with read_errors_named(path):
         reader.ReadImageInformation()
     return _sitk_info(
         reader.GetSize(),
@@ -83,7 +83,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         read = _read_nifti
     else:
         read = _read_sitk_image
-    with _read_errors_named(path):
+    with read_errors_named(path):
         return read(path)
 
 
@@ -157,7 +157,7 @@ def _read_natural_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
 
 
 @contextmanager
-def _read_errors_named(path: Path) -> Iterator[None]:
+def read_errors_named(path: Path) -> Iterator[None]:
     """Turn any reader failure into a :class:`SamnetError` naming ``path``."""
     if path.is_file() and path.stat().st_size == 0:
         raise SamnetError(

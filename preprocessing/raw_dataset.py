@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,21 +43,6 @@ def raw_dataset_target(number: int, name: str) -> Path:
             "pass another --id, or remove that dataset if it is no longer needed",
         )
     return root / folder_name
-
-
-@contextmanager
-def reading(
-    path: Path, errors: type[Exception] | tuple[type[Exception], ...]
-) -> Iterator[None]:
-    """Turn a reader's failure (one of ``errors``) on ``path`` into a :class:`SamnetError` naming it."""
-    try:
-        yield
-    except errors as error:
-        raise SamnetError(
-            path,
-            f"cannot be read ({error})",
-            "re-export, re-download or replace this file",
-        ) from error
 
 
 def integer_labels(values: np.ndarray, path: Path) -> np.ndarray:
