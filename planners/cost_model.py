@@ -1,0 +1,102 @@
+"""How long and how much memory SAM training takes on a machine: the planner's cost model.
+
+Compute is counted in fp32 FLOPs (torch's ``FlopCounterMode``, measured here) and turned
+into seconds with the machine's measured matmul rate times the fraction of it a SAM
+training step achieves. Memory per slice was measured here (peak RSS, LiteMedSAM with
+LoRA in encoder and decoder, 128 and 256 px) and is scaled by FLOPs for other backbones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from samnet.planners.hardware import Hardware
+
+# Encoder GFLOP per slice at the native size (FlopCounterMode, 2026-11-24). Window attention
+# and MLPs grow with the number of tokens, so cost scales with (size / native) ** 2
+# (LiteMedSAM: 19.95 at 128 px, 74.95 at 256 px).
+ENCODER_GFLOP = {
+    "lite_medsam": 74.95,
+    "mobile_sam": 74.95,
+    "sam_vit_b": 972.1,
+    "medsam_vit_b": 972.1,
+    "sam_vit_l": 2985.7,
+    "sam_vit_h": 5961.1,
+}
+# Share of the encoder's FLOPs in its last stage plus neck, what ``prefix_cached`` still
+# runs (LiteMedSAM at 128 px: 5.53 + 1.37 of 19.95 GFLOP; for plain ViTs the last quarter
+# of the blocks).
+LAST_STAGE_SHARE = {"lite_medsam": 0.35, "mobile_sam": 0.35}
+VIT_LAST_STAGE_SHARE = 0.25
+# Mask decoder with K class tokens, per slice at the native size (3.55 GFLOP at 256 px).
+DECODER_GFLOP = 3.55
+# A training step costs the forward pass plus about twice that backward.
+FORWARD_BACKWARD = 3.0
+# Achieved fraction of the matmul rate: SAM's encoder as built reaches 0.27-0.29 on CPU
+# (benchmarks/results/encoder_speed_lite_medsam_cpu.json); small batches and
+# elementwise work keep GPUs at a similar fraction of their fp32 peak.
+ACHIEVED_FRACTION = 0.27
+# Filling the cache runs samnet's FastEncoder (inference only): 0.47 of the matmul rate
+# at 256 px on CPU (same benchmark).
+CACHE_FRACTION = 0.45
+# On CUDA, training runs under automatic mixed precision: fp16 tensor cores are an order of
+# magnitude above the fp32 rate measured; a conservative share of that.
+AMP_SPEEDUP = 4.0
+# Peak training memory per slice (MB) with gradients through LiteMedSAM's encoder at
+# 128 px: 762 MB at batch 2, 2069 MB at batch 6 (measured peak RSS).
+TRAIN_MB_PER_SLICE_LITE_128 = 327.0
+LITE_GFLOP_128 = 19.95
+# Automatic mixed precision on CUDA stores activations in 16 bits.
+AMP_MEMORY_FACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Cost of training one slice (one sample of a batch) in an encoder mode."""
+
+    seconds_per_slice: float
+    memory_mb_per_slice: float
+    cache_seconds_per_slice: float
+
+
+def encoder_gflop(backbone: str, input_size: int, native_size: int) -> float:
+    return ENCODER_GFLOP[backbone] * (input_size / native_size) ** 2
+
+
+def step_cost(
+    backbone: str,
+    input_size: int,
+    native_size: int,
+    encoder_mode: str,
+    hardware: Hardware,
+) -> StepCost:
+    """Estimated seconds and memory per training slice, and one-off seconds per slice
+    to fill the embedding cache (0 when nothing is cached)."""
+    encoder = encoder_gflop(backbone, input_size, native_size)
+    decoder = DECODER_GFLOP * (input_size / native_size) ** 2
+    rate = hardware.matmul_gflops * (AMP_SPEEDUP if hardware.on_gpu else 1.0)
+    trained_share = {
+        "trained": 1.0,
+        "prefix_cached": LAST_STAGE_SHARE.get(backbone, VIT_LAST_STAGE_SHARE),
+        "cached": 0.0,
+    }[encoder_mode]
+    step_gflop = FORWARD_BACKWARD * (trained_share * encoder + decoder)
+    memory = (
+        TRAIN_MB_PER_SLICE_LITE_128 * step_gflop / (FORWARD_BACKWARD * LITE_GFLOP_128)
+    )
+    if hardware.on_gpu:
+        memory *= AMP_MEMORY_FACTOR
+    return StepCost(
+        seconds_per_slice=step_gflop / (rate * ACHIEVED_FRACTION),
+        memory_mb_per_slice=memory,
+        cache_seconds_per_slice=0.0
+        if encoder_mode == "trained"
+        else encoder / (rate * CACHE_FRACTION),
+    )
+
+
+def training_hours(cost: StepCost, samples: int, cached_slices: int) -> float:
+    """Hours for ``samples`` training slices plus filling the cache with ``cached_slices``."""
+    return (
+        cost.seconds_per_slice * samples + cost.cache_seconds_per_slice * cached_slices
+    ) / 3600
