@@ -1,12 +1,14 @@
-"""Write a folder all at once: into a temporary sibling, renamed into place only on success."""
+"""Write a folder or file all at once: into a temporary sibling, renamed into place on success."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from samnet.errors import SamnetError
 
@@ -44,3 +46,24 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(retired)
     else:
         temporary.rename(target)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary handle whose content replaces ``target`` when the block succeeds.
+
+    The data goes to a temporary sibling that is renamed onto ``target``: a kill
+    mid-write leaves ``target`` as it was, never half-written.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -7,8 +7,6 @@ model was built from the same ones.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from torch import nn
 
 from samnet.errors import SamnetError
 from samnet.models.peft import CONFIG_ATTRIBUTE, PeftConfig
+from samnet.preprocessing.atomic import atomic_file
 
 FORMAT = "samnet-trained-1"
 # The base weights are the same when these agree; other keys (e.g. "path") only inform.
@@ -68,17 +67,8 @@ def save_trained(model: nn.Module, path: str | Path, base: Mapping[str, Any]) ->
             for name, tensor in trained_state(model).items()
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
 def load_trained(
