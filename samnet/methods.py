@@ -31,6 +31,19 @@ class Method:
         return cls(trainer, plans, configuration)
 
 
+# The SAM trainer for each encoder_mode of a plan (samnet.planners.sam_plan.ENCODER_MODES).
+SAM_TRAINERS = {
+    "trained": "nnUNetTrainerSAM",
+    "cached": "nnUNetTrainerSAMCached",
+    "prefix_cached": "nnUNetTrainerSAMCached",
+}
+
+
+def sam_method(plans_identifier: str, configuration: str, encoder_mode: str) -> Method:
+    """The SAM trainer that runs ``encoder_mode`` on a SAM configuration."""
+    return Method(SAM_TRAINERS[encoder_mode], plans_identifier, configuration)
+
+
 def baseline_methods(plans_identifier: str, configurations: list[str]) -> list[Method]:
     """nnU-Net's own trainer on each planned configuration."""
     return [Method(BASELINE_TRAINER, plans_identifier, c) for c in configurations]

@@ -6,6 +6,7 @@ at import time, so :func:`configure_environment` must run before any nnunetv2 im
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ def configure_environment() -> dict[str, Path]:
             chosen.append(variable)
     for variable in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA"):
         os.environ.setdefault(variable, DEFAULT_PROCESSES)
+    register_trainers()
     if chosen and not _announced:
         names = ", ".join(chosen)
         print(
@@ -48,6 +50,20 @@ def configure_environment() -> dict[str, Path]:
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     return folders
+
+
+def trainer_lookup_folder() -> Path:
+    """The folder of samnet's trainers for nnU-Net's ``-tr`` (``samnet.trainers.nnunet_lookup``)."""
+    spec = importlib.util.find_spec("samnet.trainers.nnunet_lookup")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def register_trainers() -> None:
+    """Add samnet's trainer folder to ``nnUNet_extTrainer`` (read by nnU-Net at each lookup)."""
+    folder = str(trainer_lookup_folder())
+    paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*paths, folder])
 
 
 def raw_folder() -> Path:

@@ -11,8 +11,16 @@ import json
 
 from samnet.datasets import dataset_id, find_raw_dataset
 from samnet.errors import SamnetError, cli_entry
-from samnet.methods import Budget, Method, baseline_methods, default_batch_size
+from samnet.methods import (
+    BASELINE_TRAINER,
+    Budget,
+    Method,
+    baseline_methods,
+    default_batch_size,
+    sam_method,
+)
 from samnet.paths import configure_environment, preprocessed_folder
+from samnet.plan import add_override_arguments, overrides_from
 
 NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250
 CPU_EPOCHS, CPU_ITERATIONS = 20, 50
@@ -78,6 +86,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="re-plan, re-preprocess and retrain the folds",
     )
+    add_override_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -120,7 +129,8 @@ def budget_for(
 
 def plan_and_train(args: argparse.Namespace) -> None:
     configure_environment()
-    from samnet.planning import plan_and_preprocess
+    from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.planning import plan_and_preprocess, plan_sam, preprocess
     from samnet.report import write_report
     from samnet.training import resolve_device, train_fold
 
@@ -134,10 +144,38 @@ def plan_and_train(args: argparse.Namespace) -> None:
         args.configurations,
         overwrite=args.overwrite,
     )
-    methods = baseline_methods(plans_identifier, configurations)
-    runs = [(method, fold) for method in methods for fold in args.folds]
+    sam_plans = plan_sam(
+        dataset_id(dataset_name),
+        dataset_name,
+        args.device,
+        overrides_from(args),
+        overwrite=args.overwrite,
+    )
+    preprocess(
+        dataset_id(dataset_name),
+        dataset_name,
+        SAM_PLANS,
+        [SAM_CONFIGURATION],
+        args.overwrite,
+    )
+    on_cpu = device.type == "cpu"
+    sam_configuration = json.loads(sam_plans.read_text())["configurations"][
+        SAM_CONFIGURATION
+    ]
+    sam = sam_method(
+        SAM_PLANS, SAM_CONFIGURATION, sam_configuration["sam"]["encoder_mode"]
+    )
+    # SAM gets exactly the 2d baseline's budget: same steps of the same batch size.
+    budgets = {
+        sam: budget_for(
+            Method(BASELINE_TRAINER, plans_identifier, "2d"), dataset_name, args, on_cpu
+        )
+    }
+    for method in baseline_methods(plans_identifier, configurations):
+        budgets[method] = budget_for(method, dataset_name, args, on_cpu)
+    runs = [(method, fold) for method in budgets for fold in args.folds]
     for index, (method, fold) in enumerate(runs, start=1):
-        budget = budget_for(method, dataset_name, args, on_cpu=device.type == "cpu")
+        budget = budgets[method]
         print(
             f"samnet: [{index}/{len(runs)}] {method.folder_name} fold {fold}: "
             f"{budget.epochs} epochs x {budget.iterations_per_epoch} steps, batch {budget.batch_size}, {device}"

@@ -208,5 +208,9 @@ def train_fold(
             p.numel() for p in trainer.network.parameters() if p.requires_grad
         ),
     }
+    cache = getattr(trainer, "cache", None)
+    if cache is not None:
+        # Built once per dataset and shared by the folds; reported beside training time.
+        stats["embedding_cache_seconds"] = cache.info["build_seconds"]
     write_json_atomically(stats, folder / STATS_FILE)
     return summary

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
+from samnet.errors import SamnetError
 from samnet.models.backbones import BaseWeights, build_sam, get_backbone
 from samnet.models.class_head import ClassHead
 from samnet.models.input_adapter import InputAdapter
+from samnet.models.trained_checkpoint import trained_state
+
+# State-dict key of the base weights' sha256 (32 bytes; empty for random weights): a
+# trained-only state names the weights it must be loaded on top of.
+BASE_SHA256_KEY = "base_weights_sha256"
+
+
+@dataclass(frozen=True)
+class CachedInput:
+    """What ``forward`` takes while training from an embedding cache.
+
+    Attributes:
+      output_size: H x W of the logits (the cached windows' patch size).
+      rest: the encoder part after the cached prefix (``B x ...`` prefix output ->
+        ``B x D x h x w``), or None when the cache holds the image embeddings.
+    """
+
+    output_size: tuple[int, int]
+    rest: nn.Module | None = None
 
 
 class SamSegmentationNetwork(nn.Module):
@@ -28,6 +51,12 @@ class SamSegmentationNetwork(nn.Module):
       num_classes: K, background included.
       image_size: the square side the backbone sees.
       normalization: what the backbone was pre-trained on (see ``InputAdapter``).
+      base_weights: identity of the weights ``sam`` was loaded from; a trained-only state
+        (``trained_state_dict``) carries its sha256 and loads only on the same weights.
+
+    ``state_dict``/``load_state_dict`` are nn.Module's, except that ``load_state_dict``
+    also takes a trained-only state: nnU-Net's trainer and predictor then load small
+    checkpoints into a network they built from the base weights and the plan's PEFT.
     """
 
     def __init__(
@@ -37,15 +66,25 @@ class SamSegmentationNetwork(nn.Module):
         num_classes: int,
         image_size: int,
         normalization: str,
+        base_weights: BaseWeights | None = None,
     ) -> None:
         super().__init__()
         self.input_adapter = InputAdapter(in_channels, image_size, normalization)
         self.sam = sam
         self.class_head = ClassHead(sam.mask_decoder, num_classes)
+        self.base_weights = base_weights
+        self.cached_input: CachedInput | None = None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x C x H x W`` -> image embeddings ``B x D x h x w``."""
-        return self.sam.image_encoder(self.input_adapter(x))
+        """``B x C x H x W`` -> image embeddings ``B x D x h x w``.
+
+        A frozen encoder (and input adapter) runs without autograd: nothing upstream
+        needs its gradient, and on a CPU it is most of the step's time and memory.
+        """
+        front = (self.input_adapter, self.sam.image_encoder)
+        trains = any(p.requires_grad for part in front for p in part.parameters())
+        with torch.set_grad_enabled(trains and torch.is_grad_enabled()):
+            return self.sam.image_encoder(self.input_adapter(x))
 
     def decode(
         self, image_embeddings: torch.Tensor, output_size: tuple[int, int]
@@ -62,7 +101,52 @@ class SamSegmentationNetwork(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x), tuple(x.shape[-2:]))
+        """Images ``B x C x H x W`` -> logits ``B x K x H x W``; while ``cached_input`` is
+        set, cached encoder outputs (see ``CachedInput``) -> logits of its output size."""
+        if self.cached_input is None:
+            return self.decode(self.encode(x), tuple(x.shape[-2:]))
+        rest = self.cached_input.rest
+        embeddings = x if rest is None else rest(x)
+        return self.decode(embeddings, self.cached_input.output_size)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changed (``trained_state``, detached copies) plus the base sha256."""
+        state = {
+            name: tensor.detach().clone()
+            for name, tensor in trained_state(self).items()
+        }
+        state[BASE_SHA256_KEY] = _sha256_tensor(self.base_weights)
+        return state
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):
+        """nn.Module's, or a ``trained_state_dict`` on top of the same base weights."""
+        if BASE_SHA256_KEY not in state_dict:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        state = dict(state_dict)
+        saved = state.pop(BASE_SHA256_KEY)
+        ours = _sha256_tensor(self.base_weights)
+        if not torch.equal(saved.cpu(), ours):
+            raise SamnetError(
+                None,
+                f"the checkpoint was trained on base weights with sha256 "
+                f"{_hex(saved) or 'none (random)'}, this network was built from "
+                f"{_hex(ours) or 'none (random)'}",
+                "build the network from the weights it was trained on (the plan's "
+                "sam.checkpoint), or retrain",
+            )
+        expected = set(trained_state(self))
+        if strict and set(state) != expected:
+            missing = sorted(expected - set(state))[:5]
+            unexpected = sorted(set(state) - expected)[:5]
+            raise SamnetError(
+                None,
+                f"the trained state does not fit this network (missing {missing}, "
+                f"unexpected {unexpected})",
+                "build and adapt the network with the plan it was trained with",
+            )
+        return super().load_state_dict(state, strict=False, assign=assign)
 
     def embedding_positions(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """SAM's dense positional encoding ``1 x D x h x w`` for any embedding grid size."""
@@ -124,5 +208,14 @@ def build_network(
         backbone, checkpoint=checkpoint, image_size=size, pretrained=pretrained
     )
     return SamSegmentationNetwork(
-        sam, in_channels, num_classes, size, spec.normalization
+        sam, in_channels, num_classes, size, spec.normalization, base
     ), base
+
+
+def _sha256_tensor(base: BaseWeights | None) -> torch.Tensor:
+    digest = base.sha256 if base is not None and base.sha256 else ""
+    return torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8)
+
+
+def _hex(digest: torch.Tensor) -> str:
+    return bytes(digest.tolist()).hex()

@@ -1,0 +1,94 @@
+"""nnUNetTrainerSAMCached: trains from an embedding cache of the frozen encoder front.
+
+The longest frozen front of the encoder (after ``apply_peft``) is computed once per
+window into ``samnet.preprocessing.embedding_cache`` and read in every step:
+
+- the whole encoder frozen (plan ``encoder_mode`` "cached", Xie et al. 2024): the cache
+  holds image embeddings, only the decoder side trains;
+- LoRA/adapters in the last stage(s) (``prefix_cached``): the cache holds the output of
+  the frozen stages before them; the adapted stages and the decoder train.
+
+Batches are nnU-Net's sliding windows of each slice, without augmentation (a cached
+input cannot be augmented), a third of each batch drawn from windows with foreground,
+as nnU-Net's ``oversample_foreground_percent``. Validation after training is the
+predictor's, on whole images, like every other trainer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from samnet.errors import SamnetError
+from samnet.models.network import CachedInput
+from samnet.preprocessing.embedding_cache import (
+    OUTSIDE_LABEL,
+    sample_batches,
+)
+from samnet.preprocessing.embedding_cache_build import build_embedding_cache
+from samnet.preprocessing.encoder_prefix import (
+    encoder_stages,
+    frozen_prefix_stages,
+    split_image_encoder,
+)
+from samnet.trainers.sam_trainer import nnUNetTrainerSAM
+
+
+class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
+    """``nnUNetTrainerSAM`` whose training batches come from the embedding cache."""
+
+    def get_dataloaders(self) -> tuple[Iterator[dict], Iterator[dict]]:
+        network = self.sam_network
+        if any(p.requires_grad for p in network.input_adapter.parameters()):
+            raise SamnetError(
+                None,
+                "the input adapter trains, so the encoder's input changes and cannot be cached",
+                "re-plan with samnet_plan (cached plans keep the adapter frozen) or use nnUNetTrainerSAM",
+            )
+        encoder = network.sam.image_encoder
+        stages = frozen_prefix_stages(encoder)
+        prefix_stages = None if stages == len(encoder_stages(encoder)) else stages
+        self.cache = build_embedding_cache(
+            network,
+            network.base_weights,
+            self.configuration_manager,
+            self.preprocessed_dataset_folder_base,
+            prefix_stages=prefix_stages,
+            fast=self.device.type == "cpu",
+        )
+        rest = None
+        if prefix_stages is not None:
+            rest = split_image_encoder(encoder, prefix_stages)[1]
+        network.cached_input = CachedInput(
+            tuple(self.configuration_manager.patch_size), rest
+        )
+        training_cases, validation_cases = self.do_split()
+        return (
+            self._batches(training_cases, seed=self.fold),
+            self._batches(validation_cases, seed=1000 + self.fold),
+        )
+
+    def _batches(self, cases: list[str], seed: int) -> Iterator[dict]:
+        """Endless ``{"data", "target"}`` batches of the cases' windows; outside -> 0."""
+        rows = self.cache.rows_for_cases(cases)
+        foreground = rows[self.cache.index[rows, 4] > 0]
+        uniform_count = round(
+            self.batch_size * (1 - self.oversample_foreground_percent)
+        )
+        if len(foreground) == 0 or uniform_count == self.batch_size:
+            streams = [sample_batches(rows, self.batch_size, seed)]
+        else:
+            streams = [
+                sample_batches(rows, uniform_count, seed),
+                sample_batches(foreground, self.batch_size - uniform_count, seed + 1),
+            ]
+        for parts in zip(*streams):
+            batch = np.concatenate(parts)
+            target = self.cache.labels(batch)
+            target[target == OUTSIDE_LABEL] = 0
+            yield {"data": self.cache.embeddings(batch), "target": target}
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        self.sam_network.cached_input = None

@@ -1,0 +1,6 @@
+"""samnet's trainers under the names nnU-Net's ``-tr`` looks for."""
+
+from samnet.trainers.cached_trainer import nnUNetTrainerSAMCached
+from samnet.trainers.sam_trainer import nnUNetTrainerSAM
+
+__all__ = ["nnUNetTrainerSAM", "nnUNetTrainerSAMCached"]

@@ -1,0 +1,138 @@
+"""nnUNetTrainerSAM: nnU-Net's trainer with the SAM network its plan's ``sam`` block describes.
+
+Everything else is nnU-Net's: data loading and augmentation, Dice + CE loss, the epoch
+loop, AMP on CUDA, validation through its sliding-window predictor. The hooks it
+overrides:
+
+- ``build_network_architecture``: backbone, input size and PEFT from the plan (also what
+  nnU-Net's predictor calls, so prediction rebuilds the same network);
+- ``set_deep_supervision_enabled``: SAM has one output, so nothing to switch;
+- ``configure_optimizers``: AdamW over the trained parameters, warm-up then decay;
+- ``save_checkpoint``: only what trains plus the base weights' sha256, written atomically.
+
+Use it from nnU-Net's CLI after ``samnet.trainers.nnunet_lookup.register()`` (samnet's
+commands do it) or with ``nnUNet_extTrainer`` pointing at ``samnet/trainers/nnunet_lookup``::
+
+    nnUNetv2_train Dataset004_Hippocampus sam_2d 0 -p samnetPlans -tr nnUNetTrainerSAM
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import (
+    ConfigurationManager,
+    PlansManager,
+)
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from samnet.errors import SamnetError
+from samnet.models.network import SamSegmentationNetwork, build_network
+from samnet.models.peft import PeftConfig, apply_peft, trainable_parameters
+from samnet.planners.sam_plan import SamPlan
+from samnet.preprocessing.atomic import atomic_file
+from samnet.trainers.lr_schedule import WarmupDecayLR
+
+# nnUNetTrainer's own default device.
+NNUNET_DEFAULT_DEVICE = torch.device("cuda")
+
+
+def sam_plan_of(configuration_manager: ConfigurationManager) -> SamPlan:
+    """The ``sam`` block of a SAM configuration; a clear error for any other configuration."""
+    block = configuration_manager.configuration.get("sam")
+    if block is None:
+        raise SamnetError(
+            None,
+            "this configuration has no 'sam' block, so a SAM trainer cannot train it",
+            "use a SAM configuration (sam_2d) of samnetPlans, made by samnet_plan",
+        )
+    return SamPlan.from_dict(block)
+
+
+class nnUNetTrainerSAM(nnUNetTrainer):
+    """SAM fine-tuned as the plan's ``sam`` block says; the encoder runs in every step."""
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = NNUNET_DEFAULT_DEVICE,
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.sam_plan = sam_plan_of(self.configuration_manager)
+        self.enable_deep_supervision = False
+        self.initial_lr = self.sam_plan.optimizer.learning_rate
+        self.weight_decay = self.sam_plan.optimizer.weight_decay
+        self.num_epochs = self.sam_plan.budget.epochs
+        self.num_iterations_per_epoch = self.sam_plan.budget.iterations_per_epoch
+
+    @staticmethod
+    def build_network_architecture(
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        plan = sam_plan_of(configuration_manager)
+        network, _ = build_network(
+            plan.backbone,
+            num_input_channels,
+            num_output_channels,
+            image_size=plan.input_size,
+            checkpoint=plan.checkpoint,
+        )
+        return apply_peft(network, PeftConfig.from_dict(plan.peft))
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """SAM has a single output: nothing to switch."""
+
+    def configure_optimizers(self):
+        optimizer_plan = self.sam_plan.optimizer
+        optimizer = torch.optim.AdamW(
+            trainable_parameters(self.sam_network),
+            lr=self.initial_lr,
+            weight_decay=self.weight_decay,
+        )
+        scheduler = WarmupDecayLR(
+            optimizer,
+            self.initial_lr,
+            self.num_epochs,
+            optimizer_plan.warmup_fraction,
+            optimizer_plan.schedule,
+        )
+        return optimizer, scheduler
+
+    @property
+    def sam_network(self) -> SamSegmentationNetwork:
+        """``self.network`` without DDP or torch.compile wrappers."""
+        network = self.network.module if self.is_ddp else self.network
+        return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint with a trained-only state, renamed into place when complete."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = {
+            "network_weights": self.sam_network.trained_state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": None
+            if self.grad_scaler is None
+            else self.grad_scaler.state_dict(),
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+        }
+        with atomic_file(Path(filename)) as handle:
+            torch.save(checkpoint, handle)
