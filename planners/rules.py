@@ -137,6 +137,14 @@ class Planner:
         optimizer = OptimizerPlan(
             learning_rate=self.decide("learning_rate", *learning_rate_rule(peft))
         )
+        mirroring = self.decide(
+            "test_time_mirroring",
+            hw.on_gpu,
+            "nnU-Net's default test-time augmentation"
+            if hw.on_gpu
+            else "off on CPU: mirroring runs the encoder 4x per 2d window (about 0.2 s each "
+            "at 128 px here), minutes per fold; it only ever helps, so SAM is not favoured",
+        )
         sam = SamPlan(
             backbone=backbone,
             checkpoint=self.overrides.get("checkpoint"),
@@ -149,6 +157,7 @@ class Planner:
             encoder_mode=mode,
             optimizer=optimizer,
             budget=TrainingBudget(epochs, iterations, batch),
+            test_time_mirroring=mirroring,
             decisions=tuple(self.decisions),
         )
         return PlanResult(sam, factor, tuple(patch), batch)

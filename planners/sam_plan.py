@@ -75,6 +75,7 @@ class SamPlan:
       encoder_mode: one of ``ENCODER_MODES``.
       optimizer: see ``OptimizerPlan``.
       budget: see ``TrainingBudget``.
+      test_time_mirroring: predict with nnU-Net's mirroring augmentation.
       decisions: every choice above with its reason, in planning order.
     """
 
@@ -89,6 +90,7 @@ class SamPlan:
     encoder_mode: str
     optimizer: OptimizerPlan
     budget: TrainingBudget
+    test_time_mirroring: bool = True
     decisions: tuple[Decision, ...] = field(default=())
 
     def __post_init__(self) -> None:

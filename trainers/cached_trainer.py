@@ -39,6 +39,8 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
     """``nnUNetTrainerSAM`` whose training batches come from the embedding cache."""
 
     def get_dataloaders(self) -> tuple[Iterator[dict], Iterator[dict]]:
+        # Sets the predictor's mirroring axes, as nnU-Net's own get_dataloaders does.
+        self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         network = self.sam_network
         if any(p.requires_grad for p in network.input_adapter.parameters()):
             raise SamnetError(

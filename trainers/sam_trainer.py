@@ -89,6 +89,15 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         )
         return apply_peft(network, PeftConfig.from_dict(plan.peft))
 
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's augmentation; test-time mirroring only where the plan allows it."""
+        rotation, dummy_2d, initial_patch_size, mirror_axes = (
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        )
+        if not self.sam_plan.test_time_mirroring:
+            self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """SAM has a single output: nothing to switch."""
 
