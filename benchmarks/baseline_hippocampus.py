@@ -62,7 +62,7 @@ def main() -> None:
     start = time.perf_counter()
     run_command(
         [sys.executable, "-m", "samnet.plan_and_train", str(DATASET_ID), "--folds", "0"]
-        + ["--configurations", args.configuration, *budget],
+        + ["--configurations", args.configuration, "--methods", "nnunet", *budget],
         environment,
     )
     wall = time.perf_counter() - start

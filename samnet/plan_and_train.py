@@ -23,6 +23,7 @@ from samnet.paths import configure_environment, preprocessed_folder
 from samnet.plan import add_override_arguments, overrides_from
 
 NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250
+METHOD_KINDS = ("sam", "nnunet")
 CPU_EPOCHS, CPU_ITERATIONS = 20, 50
 
 
@@ -79,6 +80,18 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=None,
         help="one batch size for every method (default: the plan's on GPU; at most 32 (2d) / 2 (3d) on CPU)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHOD_KINDS,
+        default=list(METHOD_KINDS),
+        help="what to train: the planned SAM configuration and/or the nnU-Net baselines (default: both)",
+    )
+    parser.add_argument(
+        "--npz",
+        action="store_true",
+        help="keep validation probabilities (.npz), which the report needs to score ensembles",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
@@ -166,13 +179,13 @@ def plan_and_train(args: argparse.Namespace) -> None:
         SAM_PLANS, SAM_CONFIGURATION, sam_configuration["sam"]["encoder_mode"]
     )
     # SAM gets exactly the 2d baseline's budget: same steps of the same batch size.
-    budgets = {
-        sam: budget_for(
-            Method(BASELINE_TRAINER, plans_identifier, "2d"), dataset_name, args, on_cpu
-        )
-    }
-    for method in baseline_methods(plans_identifier, configurations):
-        budgets[method] = budget_for(method, dataset_name, args, on_cpu)
+    baseline_2d = Method(BASELINE_TRAINER, plans_identifier, "2d")
+    budgets = {}
+    if "sam" in args.methods:
+        budgets[sam] = budget_for(baseline_2d, dataset_name, args, on_cpu)
+    if "nnunet" in args.methods:
+        for method in baseline_methods(plans_identifier, configurations):
+            budgets[method] = budget_for(method, dataset_name, args, on_cpu)
     runs = [(method, fold) for method in budgets for fold in args.folds]
     for index, (method, fold) in enumerate(runs, start=1):
         budget = budgets[method]
@@ -180,7 +193,15 @@ def plan_and_train(args: argparse.Namespace) -> None:
             f"samnet: [{index}/{len(runs)}] {method.folder_name} fold {fold}: "
             f"{budget.epochs} epochs x {budget.iterations_per_epoch} steps, batch {budget.batch_size}, {device}"
         )
-        train_fold(dataset_name, method, fold, budget, device, overwrite=args.overwrite)
+        train_fold(
+            dataset_name,
+            method,
+            fold,
+            budget,
+            device,
+            overwrite=args.overwrite,
+            save_probabilities=args.npz,
+        )
     folder = write_report(dataset_name)
     print((folder / "report.md").read_text())
     print(f"samnet: report written to {folder}")

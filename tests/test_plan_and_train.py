@@ -20,6 +20,8 @@ from samnet.preprocessing.demo_dataset import write_demo_dataset
 DEMO_ID = 991
 NAME = "Dataset991_SamnetDemo"
 METHOD = "nnUNetTrainer__nnUNetPlans__2d"
+# The demo's CPU plan: frozen encoder with cached embeddings, decoder trained.
+SAM_METHOD = "nnUNetTrainerSAMCached__samnetPlans__sam_2d"
 TINY_BUDGET = [
     "--folds",
     "0",
@@ -60,7 +62,7 @@ def plan_and_train(
 def trained(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, str], Path, subprocess.CompletedProcess]:
-    """A demo dataset (10 cases) trained once: 2d, fold 0, 2 epochs of 2 steps."""
+    """A demo dataset (10 cases) trained once: SAM and nnU-Net 2d, fold 0, 2 epochs of 2 steps."""
     root = tmp_path_factory.mktemp("e2e")
     environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
     for variable, sub in (
@@ -77,13 +79,15 @@ def trained(
     return environment, root / "results" / NAME, run
 
 
-def test_report_holds_a_dice_per_class(trained) -> None:
+@pytest.mark.parametrize("method", [METHOD, SAM_METHOD])
+def test_report_holds_a_dice_per_class(trained, method: str) -> None:
     _, results, run = trained
     report = json.loads((results / "samnet_report" / "report.json").read_text())
-    fold = report["methods"][METHOD]["folds"]["0"]
+    fold = report["methods"][method]["folds"]["0"]
     assert set(fold["dice"]) == {"1", "2", "foreground"}
     assert all(0.0 <= d <= 1.0 for d in fold["dice"].values() if d is not None)
     assert fold["cases"] == 2
+    # Every method gets the same budget: steps x batch.
     assert (
         fold["training"]["optimizer_steps"] == 4
         and fold["training"]["budget"]["batch_size"] == 4
@@ -93,6 +97,48 @@ def test_report_holds_a_dice_per_class(trained) -> None:
     assert "fold 0" in run.stderr  # the tqdm bar names the fold and counts epochs
     splits = results.parents[1] / "preprocessed" / NAME / "splits_final.json"
     assert len(json.loads(splits.read_text())) == 5
+
+
+def test_sam_checkpoint_holds_only_what_trained(trained) -> None:
+    import torch
+
+    _, results, _ = trained
+    fold = results / SAM_METHOD / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    weights = checkpoint["network_weights"]
+    assert checkpoint["trainer_name"] == "nnUNetTrainerSAMCached"
+    assert "base_weights_sha256" in weights
+    assert any(name.startswith("class_head") for name in weights)
+    assert not any(name.startswith("sam.image_encoder") for name in weights)
+    stats = json.loads((fold / "samnet_fold_stats.json").read_text())
+    assert stats["embedding_cache_seconds"] > 0
+    assert 0 < stats["trainable_parameters"] < 6_000_000  # decoder + head of 10 M
+
+
+def test_nnunet_predict_finds_and_runs_the_sam_trainer(trained, tmp_path) -> None:
+    """nnUNetv2_predict -tr with samnet's folder in nnUNet_extTrainer (as the README says)."""
+    environment, results, _ = trained
+    from samnet.paths import trainer_lookup_folder
+
+    raw = results.parents[1] / "raw" / NAME
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "demo_000_0000.nii.gz").symlink_to(
+        raw / "imagesTr" / "demo_000_0000.nii.gz"
+    )
+    command = ["nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "out")]
+    command += ["-d", str(DEMO_ID), "-c", "sam_2d", "-p", "samnetPlans", "-f", "0"]
+    command += ["-tr", "nnUNetTrainerSAMCached", "-device", "cpu"]
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / command[0]), *command[1:]],
+        env=dict(environment, nnUNet_extTrainer=str(trainer_lookup_folder())),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert (tmp_path / "out" / "demo_000.nii.gz").exists()
 
 
 def test_rerun_skips_what_is_done(trained) -> None:
@@ -121,12 +167,15 @@ def test_another_budget_on_a_started_fold_is_refused(trained) -> None:
     assert "samnet_budget.json" in run.stderr and "--overwrite" in run.stderr
 
 
-def test_interrupted_fold_resumes_from_its_last_epoch(trained) -> None:
+@pytest.mark.parametrize(("method", "fold_number"), [(SAM_METHOD, 1), (METHOD, 3)])
+def test_interrupted_fold_resumes_from_its_last_epoch(
+    trained, method: str, fold_number: int
+) -> None:
     environment, results, _ = trained
     arguments = [
         str(DEMO_ID),
         "--folds",
-        "1",
+        str(fold_number),
         "--configurations",
         "2d",
         "--epochs",
@@ -134,7 +183,8 @@ def test_interrupted_fold_resumes_from_its_last_epoch(trained) -> None:
     ]
     arguments += ["--iterations-per-epoch", "6", "--val-iterations-per-epoch", "1"]
     arguments += ["--batch-size", "4", "--device", "cpu"]
-    fold = results / METHOD / "fold_1"
+    arguments += ["--methods", "sam" if method == SAM_METHOD else "nnunet"]
+    fold = results / method / f"fold_{fold_number}"
     process = subprocess.Popen(
         [sys.executable, "-m", "samnet.plan_and_train", *arguments],
         env=environment,
@@ -156,7 +206,7 @@ def test_interrupted_fold_resumes_from_its_last_epoch(trained) -> None:
 
     run = plan_and_train(environment, *arguments)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "resuming nnUNetTrainer__nnUNetPlans__2d fold 1 at epoch" in run.stdout
+    assert f"resuming {method} fold {fold_number} at epoch" in run.stdout
     assert (fold / "checkpoint_final.pth").exists()
     stats = json.loads((fold / "samnet_fold_stats.json").read_text())
     assert len(stats["seconds_per_epoch"]) == 4
@@ -169,7 +219,7 @@ def test_torn_checkpoint_is_a_clear_error_and_kept(trained) -> None:
     torn = fold / "checkpoint_latest.pth"
     torn.write_bytes(b"PK\x03\x04 cut short")
     arguments = [a if a != "0" else "2" for a in TINY_BUDGET]
-    run = plan_and_train(environment, str(DEMO_ID), *arguments)
+    run = plan_and_train(environment, str(DEMO_ID), *arguments, "--methods", "nnunet")
     assert run.returncode == 1
     assert "checkpoint_latest.pth: cannot be read" in run.stderr
     assert "delete it to restart this fold" in run.stderr

@@ -19,14 +19,14 @@ def warmup_decay_factor(
     Warm-up rises linearly over ``warmup_steps`` (never starting at 0, so step 0 trains);
     the decay then falls from 1 towards 0 at ``max_steps``.
     """
+    if schedule not in ("cosine", "poly"):
+        raise ValueError(f"schedule must be 'cosine' or 'poly', got {schedule!r}")
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "poly":
-        return (1.0 - progress) ** POLY_EXPONENT
-    raise ValueError(f"schedule must be 'cosine' or 'poly', got {schedule!r}")
+    return (1.0 - progress) ** POLY_EXPONENT
 
 
 class WarmupDecayLR(LRScheduler):

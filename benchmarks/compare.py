@@ -1,0 +1,90 @@
+"""The full comparison on a real dataset: SAM (auto plan) vs nnU-Net, 5 folds, one budget.
+
+Used by ``compare_hippocampus.py`` and ``compare_cxr.py``: converts the shared data once,
+runs ``samnet_plan_and_train`` on every fold with the stated budget (resumable: re-run
+the same command after an interruption), and copies the report (JSON, Markdown, HTML,
+PNGs) to ``benchmarks/results/compare_<name>_<cpu|gpu>/`` with the machine, budget,
+date and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import RESULTS, machine, run_command, work_environment
+
+
+def comparison_arguments(
+    description: str, defaults: dict[str, int]
+) -> argparse.Namespace:
+    """The budget options, with the dataset's CPU defaults (about two hours on 2 cores)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=defaults["epochs"])
+    parser.add_argument(
+        "--iterations-per-epoch", type=int, default=defaults["iterations_per_epoch"]
+    )
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--configurations", nargs="+", default=defaults["configurations"]
+    )
+    parser.add_argument("--device", default="auto")
+    return parser.parse_args()
+
+
+def run_comparison(
+    name: str,
+    dataset: str,
+    convert: Sequence[str],
+    args: argparse.Namespace,
+) -> Path:
+    """Convert (once), train and validate every method on every fold, save the report.
+
+    Arguments:
+      name: the results' name, e.g. "hippocampus".
+      dataset: the nnU-Net dataset name the conversion writes.
+      convert: the conversion command (run when the raw dataset is absent).
+      args: ``comparison_arguments``' budget.
+    """
+    environment = work_environment()
+    if not (Path(environment["nnUNet_raw"]) / dataset).exists():
+        run_command([sys.executable, "-m", *convert], environment)
+    budget = {
+        "epochs": args.epochs,
+        "iterations_per_epoch": args.iterations_per_epoch,
+        "batch_size": args.batch_size,
+    }
+    command = [sys.executable, "-m", "samnet.plan_and_train", dataset]
+    command += ["--folds", *map(str, args.folds)]
+    command += ["--configurations", *args.configurations, "--device", args.device]
+    command += ["--npz"]  # probabilities, so the report scores SAM + nnU-Net ensembles
+    for option, value in budget.items():
+        command += [f"--{option.replace('_', '-')}", str(value)]
+    start = time.perf_counter()
+    run_command(command, environment)
+    host = machine()
+    target = RESULTS / f"compare_{name}_{host['kind'].lower()}"
+    report = Path(environment["nnUNet_results"]) / dataset / "samnet_report"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(report, target)
+    run = {
+        "benchmark": f"compare_{name}",
+        "machine": host,
+        "dataset": dataset,
+        "folds": args.folds,
+        "configurations": args.configurations,
+        "budget": budget,
+        "wall_seconds_this_run": round(time.perf_counter() - start, 1),
+        "note": "wall_seconds_this_run covers this invocation only; a resumed run "
+        "reports the rest. Per-fold training and validation seconds are in report.json.",
+    }
+    (target / "run.json").write_text(json.dumps(run, indent=2))
+    print(f"wrote {target}")
+    return target
