@@ -30,8 +30,10 @@ def explain(plans: dict, configuration: str) -> str:
 
 
 def describe_fingerprint(fp: SamFingerprint) -> str:
-    spacing = " x ".join(f"{s:g}" for s in fp.median_spacing)
-    shape = " x ".join(str(s) for s in fp.median_shape)
+    # nnU-Net gives 2D images a dummy first axis (spacing 999, size 1): show the image's.
+    first = 1 if fp.dimensions == 2 else 0
+    spacing = " x ".join(f"{s:g}" for s in fp.median_spacing[first:])
+    shape = " x ".join(str(s) for s in fp.median_shape[first:])
     classes = ", ".join(
         f"{c.name} ({c.voxel_fraction:.2%}, {c.in_plane_extent_mm:.0f} mm)"
         for c in fp.classes

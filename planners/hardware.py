@@ -64,16 +64,26 @@ def detect_hardware(device: str = "auto") -> Hardware:
 
 
 def measure_matmul_gflops(device: str, size: int = 1024, repeats: int = 5) -> float:
-    """Best fp32 ``size`` x ``size`` matmul rate after a warm-up (about 0.1 s on 2 CPU cores)."""
+    """Best fp32 ``size`` x ``size`` matmul rate after a warm-up (about 0.1 s on 2 CPU cores).
+
+    On CPU the time is this process's CPU time divided by torch's thread count, not the
+    wall clock: other work on the machine then stretches the wall time but not the rate
+    measured, so a plan does not depend on what else happened to run (measured here:
+    wall-clock rates of 11-90 GFLOP/s under load against 255 idle).
+    """
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
+    if device == "cuda":
+        clock, threads = time.perf_counter, 1
+    else:
+        clock, threads = time.process_time, torch.get_num_threads()
     best = float("inf")
     for _ in range(repeats + 1):
         if device == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         a @ b
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, (clock() - start) / threads)
     return 2 * size**3 / best / 1e9

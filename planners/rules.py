@@ -142,8 +142,8 @@ class Planner:
             hw.on_gpu,
             "nnU-Net's default test-time augmentation"
             if hw.on_gpu
-            else "off on CPU: mirroring runs the encoder 4x per 2d window (about 0.2 s each "
-            "at 128 px here), minutes per fold; it only ever helps, so SAM is not favoured",
+            else "off on CPU: mirroring runs the encoder 4 times per window, adding minutes "
+            "per fold; it can only help SAM, so leaving it off does not favour SAM",
         )
         sam = SamPlan(
             backbone=backbone,

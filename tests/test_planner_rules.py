@@ -8,7 +8,7 @@ import json
 import pytest
 
 from samnet.errors import SamnetError
-from samnet.planners.explain import decision_rows, describe_peft
+from samnet.planners.explain import decision_rows, describe_fingerprint, describe_peft
 from samnet.planners.fingerprint import ClassStatistics, SamFingerprint
 from samnet.planners.hardware import Hardware
 from samnet.planners.modality import detect_modality
@@ -154,6 +154,21 @@ def test_large_chest_xrays_are_coarsened_to_the_encoder_input() -> None:
     assert result.downsampling == pytest.approx(1024 / 256)
     assert result.sam.in_plane_spacing == pytest.approx((4.0, 4.0))
     assert result.patch_size == (256, 256)
+    # nnU-Net's dummy axis of 2D images is not shown.
+    assert "spacing 1 x 1 mm, median shape 1024 x 1024" in describe_fingerprint(
+        CHEST_XRAY
+    )
+
+
+def test_cached_plans_keep_the_encoder_input_fixed_and_cpu_plans_skip_mirroring() -> (
+    None
+):
+    """A trained input adapter would change what the cache holds."""
+    cpu, gpu = plan(BRAIN_MRI), plan(fingerprint(labelled_cases=1000), H100)
+    assert cpu.sam.encoder_mode == "cached" and not cpu.sam.test_time_mirroring
+    assert cpu.sam.peft["trainable_extra"] == ["class_head"]
+    assert gpu.sam.encoder_mode == "trained" and gpu.sam.test_time_mirroring
+    assert "input_adapter" in gpu.sam.peft["trainable_extra"]
 
 
 def test_small_slices_on_cpu_use_a_small_input_and_native_spacing() -> None:
