@@ -131,3 +131,27 @@ def test_a_frozen_encoder_runs_without_autograd() -> None:
     frozen = adapted_network(DECODER_ONLY).encode(image)
     adapted = adapted_network(LAST_STAGE_LORA).encode(image)
     assert not frozen.requires_grad and adapted.requires_grad
+
+
+def test_cpu_inference_uses_a_fast_copy_of_the_frozen_encoder_and_drops_it() -> None:
+    network = adapted_network(DECODER_ONLY).eval()
+    image = torch.randn(2, 1, *PATCH)
+    with torch.no_grad():
+        reference = network.sam.image_encoder(network.input_adapter(image))
+        fast = network.encode(image)
+        assert network._inference_encoder, "eval + no_grad on CPU takes the fast path"
+        assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max()
+        # Loading weights must not leave a stale copy behind.
+        state = network.state_dict()
+        state["sam.image_encoder.neck.0.weight"] = torch.zeros_like(
+            state["sam.image_encoder.neck.0.weight"]
+        )
+        network.load_state_dict(state)
+        assert not network._inference_encoder
+        changed = network.encode(image)
+        assert (changed - reference).abs().max() > 1e-2
+    network.train()
+    assert not network._inference_encoder
+    with torch.no_grad():
+        network.encode(image)
+    assert not network._inference_encoder, "training mode runs the encoder itself"

@@ -15,6 +15,7 @@ from torch import nn
 from samnet.errors import SamnetError
 from samnet.models.backbones import BaseWeights, build_sam, get_backbone
 from samnet.models.class_head import ClassHead
+from samnet.models.fast_encoder import FastEncoder
 from samnet.models.input_adapter import InputAdapter
 from samnet.models.trained_checkpoint import trained_state
 
@@ -74,6 +75,9 @@ class SamSegmentationNetwork(nn.Module):
         self.class_head = ClassHead(sam.mask_decoder, num_classes)
         self.base_weights = base_weights
         self.cached_input: CachedInput | None = None
+        # A FastEncoder copy of the frozen encoder for CPU inference, made on first use;
+        # a tuple, so nn.Module does not register it (it is not part of the state).
+        self._inference_encoder: tuple[FastEncoder, ...] = ()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` -> image embeddings ``B x D x h x w``.
@@ -83,8 +87,32 @@ class SamSegmentationNetwork(nn.Module):
         """
         front = (self.input_adapter, self.sam.image_encoder)
         trains = any(p.requires_grad for part in front for p in part.parameters())
+        if not (trains or self.training or torch.is_grad_enabled()) and x.is_cpu:
+            return self.fast_inference_encoder()(self.input_adapter(x))
         with torch.set_grad_enabled(trains and torch.is_grad_enabled()):
             return self.sam.image_encoder(self.input_adapter(x))
+
+    def fast_inference_encoder(self) -> FastEncoder:
+        """The frozen encoder with BatchNorm folded, channels-last (eager): 1.7x faster
+        per slice on CPU at 128 px, outputs within 1e-5 relative (benchmarks/encoder_speed.py).
+
+        Made on first use, dropped whenever the encoder may change (training mode,
+        loading a state, moving the module).
+        """
+        if not self._inference_encoder:
+            self._inference_encoder = (
+                FastEncoder(self.sam.image_encoder, compile=False),
+            )
+        return self._inference_encoder[0]
+
+    def train(self, mode: bool = True) -> SamSegmentationNetwork:
+        if mode:
+            self._inference_encoder = ()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._inference_encoder = ()
+        return super()._apply(fn, recurse)
 
     def decode(
         self, image_embeddings: torch.Tensor, output_size: tuple[int, int]
@@ -122,6 +150,7 @@ class SamSegmentationNetwork(nn.Module):
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ):
         """nn.Module's, or a ``trained_state_dict`` on top of the same base weights."""
+        self._inference_encoder = ()
         if BASE_SHA256_KEY not in state_dict:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         state = dict(state_dict)
