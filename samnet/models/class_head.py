@@ -55,16 +55,46 @@ class ClassHead(nn.Module):
         Returns:
           ``B x K x 4h x 4w`` logits.
         """
-        batch, channels, height, width = image_embeddings.shape
-        tokens = self.class_tokens.unsqueeze(0).expand(batch, -1, -1)
-        source = image_embeddings + dense_embedding
-        positional = image_pe.expand(batch, -1, -1, -1)
-        class_outputs, source = decoder.transformer(source, positional, tokens)
-        source = source.transpose(1, 2).reshape(batch, channels, height, width)
-        upscaled = decoder.output_upscaling(source)
+        tokens = self.class_tokens.unsqueeze(0).expand(len(image_embeddings), -1, -1)
+        class_outputs, upscaled = run_mask_decoder(
+            decoder, tokens, image_embeddings, image_pe, dense_embedding
+        )
         weights = torch.stack(
             [mlp(class_outputs[:, k]) for k, mlp in enumerate(self.class_mlps)], dim=1
         )
-        batch, _, mask_height, mask_width = upscaled.shape
-        logits = weights @ upscaled.flatten(2)
-        return logits.view(batch, self.num_classes, mask_height, mask_width)
+        return mask_logits(weights, upscaled)
+
+
+def run_mask_decoder(
+    decoder: MaskDecoder,
+    tokens: torch.Tensor,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    dense_embedding: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's two-way transformer and upscaling on ``tokens`` instead of prompt + mask tokens.
+
+    Arguments:
+      decoder: the SAM mask decoder.
+      tokens: ``B x T x D`` output tokens.
+      image_embeddings: ``B x D x h x w``; ``image_pe``: ``1 x D x h x w``;
+        ``dense_embedding``: ``1 x D x 1 x 1`` (see ``ClassHead.forward``).
+
+    Returns:
+      The tokens after the transformer, ``B x T x D``, and the upscaled image features
+      ``B x D/8 x 4h x 4w``.
+    """
+    batch, channels, height, width = image_embeddings.shape
+    source = image_embeddings + dense_embedding
+    positional = image_pe.expand(batch, -1, -1, -1)
+    token_outputs, source = decoder.transformer(source, positional, tokens)
+    source = source.transpose(1, 2).reshape(batch, channels, height, width)
+    return token_outputs, decoder.output_upscaling(source)
+
+
+def mask_logits(weights: torch.Tensor, upscaled: torch.Tensor) -> torch.Tensor:
+    """Per-token mask weights ``B x T x D/8`` dotted with features ``B x D/8 x H x W``
+    -> logits ``B x T x H x W``."""
+    batch, _, height, width = upscaled.shape
+    logits = weights @ upscaled.flatten(2)
+    return logits.view(batch, weights.shape[1], height, width)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from segment_anything.modeling import MaskDecoder, Sam
 from torch import nn
 
 from samnet.errors import SamnetError
@@ -54,6 +54,9 @@ class SamSegmentationNetwork(nn.Module):
       normalization: what the backbone was pre-trained on (see ``InputAdapter``).
       base_weights: identity of the weights ``sam`` was loaded from; a trained-only state
         (``trained_state_dict``) carries its sha256 and loads only on the same weights.
+      head: builds the prompt-free head from ``(sam.mask_decoder, num_classes)``:
+        ``ClassHead`` (K learned class tokens), or ``PrototypeHead`` (tokens from the
+        prototypes of a few labelled slices, ``samnet.fewshot``).
 
     ``state_dict``/``load_state_dict`` are nn.Module's, except that ``load_state_dict``
     also takes a trained-only state: nnU-Net's trainer and predictor then load small
@@ -68,11 +71,12 @@ class SamSegmentationNetwork(nn.Module):
         image_size: int,
         normalization: str,
         base_weights: BaseWeights | None = None,
+        head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
     ) -> None:
         super().__init__()
         self.input_adapter = InputAdapter(in_channels, image_size, normalization)
         self.sam = sam
-        self.class_head = ClassHead(sam.mask_decoder, num_classes)
+        self.class_head = head(sam.mask_decoder, num_classes)
         self.base_weights = base_weights
         self.cached_input: CachedInput | None = None
         # A FastEncoder copy of the frozen encoder for CPU inference, made on first use;
@@ -226,10 +230,12 @@ def build_network(
     image_size: int | None = None,
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
+    head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
 ) -> tuple[SamSegmentationNetwork, BaseWeights]:
     """A registered backbone as a prompt-free network, and the identity of its base weights.
 
-    ``image_size`` defaults to the backbone's native input size.
+    ``image_size`` defaults to the backbone's native input size; ``head`` is
+    ``SamSegmentationNetwork``'s.
     """
     spec = get_backbone(backbone)
     size = image_size or spec.native_size
@@ -237,7 +243,7 @@ def build_network(
         backbone, checkpoint=checkpoint, image_size=size, pretrained=pretrained
     )
     return SamSegmentationNetwork(
-        sam, in_channels, num_classes, size, spec.normalization, base
+        sam, in_channels, num_classes, size, spec.normalization, base, head
     ), base
 
 
