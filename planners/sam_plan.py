@@ -58,6 +58,39 @@ class TrainingBudget:
 
 
 @dataclass(frozen=True)
+class FewShotPlan:
+    """Few-shot mode (Xie et al. 2024): K labelled slices prompt the decoder, nothing else trains it.
+
+    Attributes:
+      shots: K, the number of support slices.
+      seed: seeds the automatic choice of support slices in each fold.
+      support: the user's ``(case, slice)`` pairs (``samnet.fewshot.support``), or None
+        to choose K slices from each fold's training cases.
+      support_file: the file ``support`` was read from, named in errors.
+    """
+
+    shots: int
+    seed: int = 0
+    support: tuple[tuple[str, int], ...] | None = None
+    support_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.support is not None:
+            object.__setattr__(
+                self, "support", tuple((str(c), int(s)) for c, s in self.support)
+            )
+        if self.shots < 1 or (
+            self.support is not None and len(self.support) != self.shots
+        ):
+            raise SamnetError(
+                None,
+                f"sam.few_shot: shots {self.shots} must be at least 1 and equal the "
+                "number of support slices listed",
+                "re-plan with samnet_plan --few-shot K (and --support FILE)",
+            )
+
+
+@dataclass(frozen=True)
 class SamPlan:
     """Everything a SAM trainer needs beyond nnU-Net's configuration.
 
@@ -76,6 +109,7 @@ class SamPlan:
       optimizer: see ``OptimizerPlan``.
       budget: see ``TrainingBudget``.
       test_time_mirroring: predict with nnU-Net's mirroring augmentation.
+      few_shot: see ``FewShotPlan``; None trains on every labelled slice.
       decisions: every choice above with its reason, in planning order.
     """
 
@@ -91,6 +125,7 @@ class SamPlan:
     optimizer: OptimizerPlan
     budget: TrainingBudget
     test_time_mirroring: bool = True
+    few_shot: FewShotPlan | None = None
     decisions: tuple[Decision, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -126,6 +161,7 @@ class SamPlan:
                     "in_plane_spacing": tuple(data["in_plane_spacing"]),
                     "optimizer": OptimizerPlan(**data["optimizer"]),
                     "budget": TrainingBudget(**data["budget"]),
+                    "few_shot": _few_shot_from(data.get("few_shot")),
                     "decisions": tuple(
                         Decision(**d) for d in data.get("decisions", ())
                     ),
@@ -139,6 +175,13 @@ class SamPlan:
                 f"the sam block is incomplete or malformed ({error})",
                 "re-plan with samnet_plan (or correct the sam block by hand)",
             ) from None
+
+
+def _few_shot_from(data: Mapping[str, Any] | None) -> FewShotPlan | None:
+    if data is None:
+        return None
+    _require_known_keys(FewShotPlan, data, "sam.few_shot")
+    return FewShotPlan(**data)
 
 
 def _require_known_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
