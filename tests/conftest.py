@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,27 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data {path} is absent (it sits beside the repository in CI)")
     return path
+
+
+def demo_environment(
+    root: Path, dataset_id: int, num_training: int, num_test: int
+) -> dict[str, str]:
+    """A demo dataset in ``root/raw`` and the environment for subprocesses that use it.
+
+    nnU-Net's folders under ``root`` and one worker process each; this process's own
+    environment is left as it was.
+    """
+    from samnet.preprocessing.demo_dataset import write_demo_dataset
+
+    folders = {
+        "nnUNet_raw": root / "raw",
+        "nnUNet_preprocessed": root / "preprocessed",
+        "nnUNet_results": root / "results",
+    }
+    environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
+    environment.update({variable: str(path) for variable, path in folders.items()})
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, path in folders.items():
+            patch.setenv(variable, str(path))
+        write_demo_dataset(dataset_id, num_training=num_training, num_test=num_test)
+    return environment

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from samnet.preprocessing.demo_dataset import write_demo_dataset
+from conftest import demo_environment
 
 DEMO_ID = 991
 NAME = "Dataset991_SamnetDemo"
@@ -64,16 +63,7 @@ def trained(
 ) -> tuple[dict[str, str], Path, subprocess.CompletedProcess]:
     """A demo dataset (10 cases) trained once: SAM and nnU-Net 2d, fold 0, 2 epochs of 2 steps."""
     root = tmp_path_factory.mktemp("e2e")
-    environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
-    for variable, sub in (
-        ("nnUNet_raw", "raw"),
-        ("nnUNet_preprocessed", "preprocessed"),
-        ("nnUNet_results", "results"),
-    ):
-        environment[variable] = os.environ[variable] = str(root / sub)
-    write_demo_dataset(DEMO_ID, num_training=10, num_test=0)
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        del os.environ[variable]
+    environment = demo_environment(root, DEMO_ID, num_training=10, num_test=0)
     run = plan_and_train(environment, str(DEMO_ID), *TINY_BUDGET)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return environment, root / "results" / NAME, run

@@ -6,14 +6,12 @@ Runs go through subprocesses: nnU-Net reads its folders at import.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from samnet.preprocessing.demo_dataset import write_demo_dataset
+from conftest import demo_environment
 
 DEMO_ID = 992
 NAME = "Dataset992_SamnetDemo"
@@ -46,16 +44,7 @@ def planned(
 ) -> tuple[dict[str, str], Path, str]:
     """The demo dataset planned by samnet_plan --explain and by nnU-Net's own planner."""
     root = tmp_path_factory.mktemp("planner")
-    environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
-    for variable, sub in (
-        ("nnUNet_raw", "raw"),
-        ("nnUNet_preprocessed", "preprocessed"),
-        ("nnUNet_results", "results"),
-    ):
-        environment[variable] = os.environ[variable] = str(root / sub)
-    write_demo_dataset(DEMO_ID, num_training=12, num_test=2)
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        del os.environ[variable]
+    environment = demo_environment(root, DEMO_ID, num_training=12, num_test=2)
     explained = samnet_plan(environment, "--explain")
     assert explained.returncode == 0, explained.stderr[-3000:]
     baseline = run(
