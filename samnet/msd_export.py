@@ -20,6 +20,9 @@ import tempfile
 from pathlib import Path
 
 from samnet.errors import SamnetError, cli_entry
+from samnet.inference.cli import add_model_arguments, selection_and_options
+from samnet.inference.run import MemberRunner, Options, predict_cases, run_with_nnunet
+from samnet.inference.selection import Selection, describe, training_dataset_json
 from samnet.msd_validate import (
     NIFTI,
     SUBMISSION_RECORD,
@@ -31,17 +34,6 @@ from samnet.msd_validate import (
     test_images,
     write_combined_zip,
     write_task_zip,
-)
-from samnet.predict import (
-    MemberRunner,
-    Options,
-    Selection,
-    add_model_arguments,
-    describe,
-    predict_cases,
-    run_with_nnunet,
-    selection_and_options,
-    training_dataset_json,
 )
 from samnet.preprocessing.atomic import atomic_file, atomic_folder
 

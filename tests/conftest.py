@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,29 @@ def demo_environment(
             patch.setenv(variable, str(path))
         write_demo_dataset(dataset_id, num_training=num_training, num_test=num_test)
     return environment
+
+
+def run_module(
+    environment: dict[str, str], module: str, *arguments: str, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python -m module arguments`` as a user runs it, in ``environment``; never raises on failure."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        env=environment,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def heavy_imports(modules: list[str], heavy: tuple[str, ...]) -> list[str]:
+    """Which of ``heavy`` importing ``modules`` loads, in a fresh interpreter (for ``--help`` speed)."""
+    code = (
+        f"import sys, {', '.join(modules)}; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
+    return [name for name in run.stdout.strip().split(",") if name]

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import shared_dataset
-from test_predict import BASELINE, FakeModel, write_model
+from test_predict import BASELINE, DATASET, FakeModel, write_model
 
 from samnet.errors import SamnetError
+from samnet.inference.run import Options
+from samnet.inference.selection import select_models
 from samnet.msd_export import combine_tasks, conform, export_task, record_task
 from samnet.msd_validate import (
     TaskReference,
@@ -28,7 +30,6 @@ from samnet.msd_validate import (
     reference_from_task_folder,
     write_task_zip,
 )
-from samnet.predict import Options, select_models
 
 TASK = "Task77_Fixture"
 # (file name, shape x, y, z); one 4D image (of one volume): its prediction is 3D
@@ -255,7 +256,7 @@ def test_conform_gives_a_prediction_written_by_simpleitk_the_image_header(
 
 
 def fake_results(nnunet_folders: dict[str, Path]) -> Path:
-    dataset = nnunet_folders["nnUNet_results"] / "Dataset321_PredictFixture"
+    dataset = nnunet_folders["nnUNet_results"] / DATASET
     write_model(dataset, BASELINE)
     return dataset
 

@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import demo_environment, heavy_imports, run_module
 
 from samnet.errors import SamnetError
-from samnet.predict import (
-    CHECKPOINT,
-    Member,
-    Options,
-    cases_in_folder,
-    main,
-    predict_cases,
-    select_models,
-)
+from samnet.inference.file_formats import cases_in_folder
+from samnet.inference.run import Options, predict_cases
+from samnet.inference.selection import CHECKPOINT, Member, select_models
+from samnet.predict import main
 
 DATASET = "Dataset321_PredictFixture"
 SAM = "nnUNetTrainerSAM__samnetPlans__sam_2d"
@@ -401,14 +394,8 @@ def test_existing_output_is_kept_without_overwrite(
 
 
 def test_help_imports_nothing_heavy() -> None:
-    code = (
-        "import sys, samnet.predict, samnet.msd_export, samnet.msd_validate; "
-        "print([m for m in ('torch', 'nnunetv2', 'nibabel') if m in sys.modules])"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    )
-    assert run.stdout.strip() == "[]", run.stderr
+    commands = ["samnet.predict", "samnet.msd_export", "samnet.msd_validate"]
+    assert heavy_imports(commands, ("torch", "nnunetv2", "nibabel")) == []
 
 
 # --- end to end: a tiny nnU-Net trained on the demo dataset, then the commands as a user runs them
@@ -418,33 +405,13 @@ DEMO = "Dataset992_SamnetDemo"
 TASK = "Task92_SamnetDemo"
 
 
-def run_command(environment: dict[str, str], module: str, *arguments: str):
-    return subprocess.run(
-        [sys.executable, "-m", module, *arguments],
-        env=environment,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def trained_demo(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, str], Path]:
     """The demo dataset (8 training, 2 test images) with nnU-Net 2d trained on fold 0 for 2 steps."""
-    from samnet.preprocessing.demo_dataset import write_demo_dataset
-
     root = tmp_path_factory.mktemp("predict_e2e")
-    environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        environment[variable] = os.environ[variable] = str(root / variable)
-    try:
-        write_demo_dataset(DEMO_ID, num_training=8, num_test=2)
-    finally:
-        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            del os.environ[variable]
+    environment = demo_environment(root, DEMO_ID, num_training=8, num_test=2)
     budget = ["--methods", "nnunet", "--configurations", "2d", "--folds", "0"]
     budget += [
         "--epochs",
@@ -455,7 +422,7 @@ def trained_demo(
         "1",
     ]
     budget += ["--batch-size", "4", "--device", "cpu"]
-    run = run_command(environment, "samnet.plan_and_train", str(DEMO_ID), *budget)
+    run = run_module(environment, "samnet.plan_and_train", str(DEMO_ID), *budget)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return environment, root
 
@@ -463,8 +430,8 @@ def trained_demo(
 @pytest.mark.slow
 def test_samnet_predict_with_a_trained_nnunet(trained_demo, tmp_path: Path) -> None:
     environment, root = trained_demo
-    images = root / "nnUNet_raw" / DEMO / "imagesTs"
-    run = run_command(
+    images = root / "raw" / DEMO / "imagesTs"
+    run = run_module(
         environment, "samnet.predict", "-d", DEMO, "-i", str(images), "-o", str(tmp_path / "out"),
         "--model", "nnUNetTrainer:nnUNetPlans:2d", "--folds", "0", "--device", "cpu",
     )  # fmt: skip
@@ -493,12 +460,12 @@ def test_msd_export_of_the_best_model_validates_and_zips(
     environment, root = trained_demo
     task = tmp_path / TASK
     (task / "imagesTs").mkdir(parents=True)
-    for image in (root / "nnUNet_raw" / DEMO / "imagesTs").iterdir():
+    for image in (root / "raw" / DEMO / "imagesTs").iterdir():
         shutil.copy(image, task / "imagesTs" / image.name.replace("_0000", ""))
     labels = {str(v): k for k, v in LABELS.items()}
     (task / "dataset.json").write_text(json.dumps({"labels": labels}))
     output = tmp_path / "submission"
-    run = run_command(
+    run = run_module(
         environment, "samnet.msd_export", "-d", str(DEMO_ID), "--task", TASK,
         "-i", str(task / "imagesTs"), "-o", str(output), "--device", "cpu",
     )  # fmt: skip
@@ -508,7 +475,7 @@ def test_msd_export_of_the_best_model_validates_and_zips(
         assert sorted(archive.namelist()) == sorted(
             f"{TASK}/{p.name}" for p in (task / "imagesTs").iterdir()
         )
-    validate = run_command(
+    validate = run_module(
         environment, "samnet.msd_validate", str(output / f"{TASK}.zip")
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
