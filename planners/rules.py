@@ -3,7 +3,8 @@
 Each rule is one function that returns its value and a ``Decision`` saying why. The
 evidence behind them: Gu et al. 2024 (18 fine-tuning strategies x 17 datasets: PEFT in
 encoder and decoder is best, the backbone matters little, medical pre-training helps),
-Xie et al. 2024 (few labels: frozen encoder, cached embeddings, decoder-only training),
+Xie et al. 2024 (few labels: frozen encoder, cached embeddings, decoder-only training;
+few-shot prompts from a few labelled slices),
 the cost model in ``cost_model`` (measured here), and samnet's own ablation
 (``benchmarks/planner_ablation.py``).
 """
@@ -12,15 +13,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from samnet.errors import SamnetError
+from samnet.fewshot.support import read_support_file
 from samnet.models.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone
 from samnet.models.peft import PeftConfig
 from samnet.planners.cost_model import StepCost, step_cost, training_hours
 from samnet.planners.fingerprint import SamFingerprint
 from samnet.planners.hardware import Hardware
-from samnet.planners.sam_plan import Decision, OptimizerPlan, SamPlan, TrainingBudget
+from samnet.planners.sam_plan import (
+    Decision,
+    FewShotPlan,
+    OptimizerPlan,
+    SamPlan,
+    TrainingBudget,
+)
 
 # nnU-Net's budget on a GPU; on CPU the one samnet_plan_and_train gives every method.
 GPU_BUDGET = (1000, 250)
@@ -32,6 +41,13 @@ DEFAULT_MAX_HOURS = {"cpu": 1.0, "cuda": 24.0}
 # Xie et al. 2024: with this few labelled cases the decoder is trained on cached
 # embeddings of a frozen encoder, which does not overfit them.
 FEW_LABELLED_CASES = 10
+# Few-shot mode (Xie et al. 2024: prompts from a few labelled slices match supervised
+# nnU-Net with an order of magnitude fewer labels) when a fold's training cases (4/5 of
+# the labelled ones) hold no more labelled slices than the largest support set samnet
+# benchmarks (benchmarks/fewshot.py, K up to 20): supervised class tokens would then learn
+# from no more labels than the prompts carry. K is then every such slice, at most 20.
+FEW_SHOT_MAX_LABELLED_SLICES = 25
+FEW_SHOT_SHOTS = 20
 # A structure narrower than this many image-embedding cells is lost to SAM's decoder.
 MIN_OBJECT_CELLS = 4
 # Slices no longer than this (px) are planned at 128 px on CPU, not upsampled to 256
@@ -126,8 +142,9 @@ class Planner:
         self.decide("in_plane_spacing", spacing, resampling_text(patch, input_size))
         self.decide("intensity_mapping", spec.normalization, intensity_reason(fp, spec))
         epochs, iterations = self.budget_rule()
+        few_shot = self.few_shot_rule()
         mode, cost, batch = self.encoder_mode_rule(
-            spec, input_size, epochs * iterations
+            spec, input_size, epochs * iterations, few_shot
         )
         peft, because = peft_rule(mode, backbone, self.overrides)
         if self.overrides.get("peft"):
@@ -158,6 +175,7 @@ class Planner:
             optimizer=optimizer,
             budget=TrainingBudget(epochs, iterations, batch),
             test_time_mirroring=mirroring,
+            few_shot=few_shot,
             decisions=tuple(self.decisions),
         )
         return PlanResult(sam, factor, tuple(patch), batch)
@@ -173,8 +191,58 @@ class Planner:
         iterations = self.decide("iterations_per_epoch", default[1], where)
         return epochs, iterations
 
+    def few_shot_rule(self) -> FewShotPlan | None:
+        """Few-shot mode with K support slices, or None (train on every labelled slice)."""
+        fp, overrides = self.fingerprint, self.overrides
+        shots, seed = overrides.get("few_shot"), overrides.get("few_shot_seed") or 0
+        slices = labelled_slices(fp)
+        if overrides.get("support"):
+            support = read_support_file(overrides["support"])
+            if shots is not None and shots != len(support):
+                raise SamnetError(
+                    overrides["support"],
+                    f"lists {len(support)} support slices, but --few-shot asks for {shots}",
+                    "drop --few-shot (the file sets K) or make them agree",
+                )
+            few_shot = FewShotPlan(
+                len(support),
+                seed,
+                tuple((s.case, s.slice) for s in support),
+                str(Path(overrides["support"]).resolve()),
+            )
+            because = f"set by the user (--support): the {len(support)} slices it lists"
+        elif shots is not None:
+            few_shot = FewShotPlan(shots, seed)
+            because = f"{user_reason('few_shot')}: {shots} slices of each fold's training cases, chosen automatically"
+        elif slices <= FEW_SHOT_MAX_LABELLED_SLICES:
+            shots = max(1, min(FEW_SHOT_SHOTS, slices * 4 // 5))
+            few_shot = FewShotPlan(shots, seed)
+            because = (
+                f"only {slices} labelled slices, so a fold trains on at most {slices * 4 // 5}: "
+                f"no more than a few-shot support set. Xie et al. 2024: prompts from a few "
+                f"labelled slices match supervised nnU-Net with an order of magnitude fewer labels; "
+                f"K = {shots}, chosen in each fold's training cases"
+            )
+        else:
+            few_shot = None
+            because = (
+                f"{slices} labelled slices: the decoder trains on all of them "
+                f"(few-shot mode is for at most {FEW_SHOT_MAX_LABELLED_SLICES}; --few-shot K forces it)"
+            )
+        value = "off"
+        if few_shot is not None:
+            value = f"K={few_shot.shots}, " + (
+                "listed" if few_shot.support else f"automatic (seed {few_shot.seed})"
+            )
+        self.decisions.append(Decision("few_shot", value, because))
+        return few_shot
+
     def encoder_mode_rule(
-        self, spec: BackboneSpec, input_size: int, steps: int
+        self,
+        spec: BackboneSpec,
+        input_size: int,
+        steps: int,
+        few_shot: FewShotPlan | None = None,
     ) -> tuple[str, StepCost, int]:
         """The most capable encoder mode that fits the time allowance, its cost and batch size."""
         fp, hw = self.fingerprint, self.hardware
@@ -183,9 +251,7 @@ class Planner:
             DEFAULT_MAX_HOURS[hw.device],
             f"default for {hw.device.upper()}",
         )
-        slices = fp.labelled_cases * (
-            1 if fp.dimensions == 2 else fp.median_shape[fp.slicing_axis]
-        )
+        slices = labelled_slices(fp)
         estimates = {}
         for mode in ENCODER_MODE_ORDER:
             cost = step_cost(spec.name, input_size, spec.native_size, mode, hw)
@@ -198,7 +264,20 @@ class Planner:
                 f"--encoder-mode {self.overrides['encoder_mode']} cannot train --peft {self.overrides['peft']}",
                 f"use --encoder-mode {' or '.join(allowed)}, or leave it to the planner",
             )
-        if fp.labelled_cases <= FEW_LABELLED_CASES and "cached" in allowed:
+        if few_shot is not None:
+            if "cached" not in allowed or self.overrides.get("encoder_mode") not in (
+                None,
+                "cached",
+            ):
+                raise SamnetError(
+                    None,
+                    "few-shot mode trains the decoder on a frozen, cached encoder, not "
+                    f"--peft {self.overrides.get('peft')} / --encoder-mode {self.overrides.get('encoder_mode')}",
+                    "drop --peft and --encoder-mode (or use --peft decoder), or drop --few-shot/--support",
+                )
+            mode = "cached"
+            because = "few-shot mode (Xie et al. 2024): the encoder is frozen and its embeddings of the support slices are computed once; only the decoder and the prompt projection train"
+        elif fp.labelled_cases <= FEW_LABELLED_CASES and "cached" in allowed:
             mode = "cached"
             because = f"only {fp.labelled_cases} labelled cases: Xie et al. 2024 train the decoder on cached embeddings of the frozen encoder, which does not overfit a few labels"
         else:
@@ -220,6 +299,13 @@ class Planner:
         mode = self.decide("encoder_mode", mode, because)
         cost, batch, _ = estimates[mode]
         return mode, cost, batch
+
+
+def labelled_slices(fp: SamFingerprint) -> int:
+    """The labelled 2D slices SAM sees: one per 2D case, a volume's slices per 3D case."""
+    return fp.labelled_cases * (
+        1 if fp.dimensions == 2 else fp.median_shape[fp.slicing_axis]
+    )
 
 
 def user_reason(what: str) -> str:

@@ -25,10 +25,20 @@ OVERRIDE_OPTIONS = {
     "lora_rank": (int, "LoRA rank"),
     "learning_rate": (float, "AdamW learning rate"),
     "max_hours": (float, "wall-clock a fold may take; decides the encoder mode"),
+    "few_shot": (
+        int,
+        "few-shot mode: K labelled slices of each fold's training cases prompt the decoder (Xie et al. 2024); chosen automatically unless --support",
+    ),
+    "support": (
+        str,
+        "FILE (JSON or CSV of case, slice) listing the support slices; implies few-shot mode",
+    ),
+    "few_shot_seed": (int, "seed of the automatic choice of support slices"),
 }
 # samnet_plan records these in the plan; samnet_plan_and_train applies its budget to
 # every method at training time instead, so a new budget does not need a new plan.
 BUDGET_OPTIONS = ("epochs", "iterations_per_epoch", "batch_size")
+METAVARS = {"few_shot": "K", "support": "FILE", "few_shot_seed": "SEED"}
 CHOICES = {
     "peft": ("lora", "adapter", "full", "decoder"),
     "encoder_mode": ("trained", "prefix_cached", "cached"),
@@ -45,6 +55,7 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{name.replace('_', '-')}",
             type=kind,
             choices=CHOICES.get(name),
+            metavar=METAVARS.get(name),
             help=text,
         )
 
