@@ -39,9 +39,16 @@ SAM_TRAINERS = {
 }
 
 
-def sam_method(plans_identifier: str, configuration: str, encoder_mode: str) -> Method:
-    """The SAM trainer that runs ``encoder_mode`` on a SAM configuration."""
-    return Method(SAM_TRAINERS[encoder_mode], plans_identifier, configuration)
+# Few-shot plans (a ``few_shot`` block, samnet.planners.sam_plan.FewShotPlan) train with it.
+FEW_SHOT_TRAINER = "nnUNetTrainerSAMFewShot"
+
+
+def sam_method(
+    plans_identifier: str, configuration: str, encoder_mode: str, few_shot: bool = False
+) -> Method:
+    """The SAM trainer that runs ``encoder_mode`` (or few-shot mode) on a SAM configuration."""
+    trainer = FEW_SHOT_TRAINER if few_shot else SAM_TRAINERS[encoder_mode]
+    return Method(trainer, plans_identifier, configuration)
 
 
 def baseline_methods(plans_identifier: str, configurations: list[str]) -> list[Method]:

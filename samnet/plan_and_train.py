@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from samnet.datasets import dataset_id, find_raw_dataset
 from samnet.errors import SamnetError, cli_entry
@@ -140,7 +141,8 @@ def budget_for(
     )
 
 
-def plan_and_train(args: argparse.Namespace) -> None:
+def plan_and_train(args: argparse.Namespace) -> Path:
+    """Run the whole job for parsed arguments; returns the report folder."""
     configure_environment()
     from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
     from samnet.planning import plan_and_preprocess, plan_sam, preprocess
@@ -172,12 +174,14 @@ def plan_and_train(args: argparse.Namespace) -> None:
         args.overwrite,
     )
     on_cpu = device.type == "cpu"
-    sam_configuration = json.loads(sam_plans.read_text())["configurations"][
-        SAM_CONFIGURATION
+    sam_block = json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION][
+        "sam"
     ]
-    sam = sam_method(
-        SAM_PLANS, SAM_CONFIGURATION, sam_configuration["sam"]["encoder_mode"]
-    )
+    few_shot = sam_block.get("few_shot") is not None
+    sam = sam_method(SAM_PLANS, SAM_CONFIGURATION, sam_block["encoder_mode"], few_shot)
+    if few_shot and "sam" in args.methods:
+        reason = next(d for d in sam_block["decisions"] if d["what"] == "few_shot")
+        print(f"samnet: few-shot mode: {reason['because']}")
     # SAM gets exactly the 2d baseline's budget: same steps of the same batch size.
     baseline_2d = Method(BASELINE_TRAINER, plans_identifier, "2d")
     budgets = {}
@@ -205,6 +209,7 @@ def plan_and_train(args: argparse.Namespace) -> None:
     folder = write_report(dataset_name)
     print((folder / "report.md").read_text())
     print(f"samnet: report written to {folder}")
+    return folder
 
 
 @cli_entry

@@ -18,6 +18,7 @@ commands do it) or with ``nnUNet_extTrainer`` pointing at ``samnet/trainers/nnun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,10 +27,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import (
     ConfigurationManager,
     PlansManager,
 )
+from segment_anything.modeling import MaskDecoder
 from torch import nn
 from torch._dynamo import OptimizedModule
 
 from samnet.errors import SamnetError
+from samnet.models.class_head import ClassHead
 from samnet.models.network import SamSegmentationNetwork, build_network
 from samnet.models.peft import PeftConfig, apply_peft, trainable_parameters
 from samnet.planners.sam_plan import SamPlan
@@ -50,6 +53,24 @@ def sam_plan_of(configuration_manager: ConfigurationManager) -> SamPlan:
             "use a SAM configuration (sam_2d) of samnetPlans, made by samnet_plan",
         )
     return SamPlan.from_dict(block)
+
+
+def network_from_plan(
+    plan: SamPlan,
+    num_input_channels: int,
+    num_output_channels: int,
+    head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
+) -> SamSegmentationNetwork:
+    """The network a ``sam`` block describes: backbone, input size, head, then PEFT."""
+    network, _ = build_network(
+        plan.backbone,
+        num_input_channels,
+        num_output_channels,
+        image_size=plan.input_size,
+        checkpoint=plan.checkpoint,
+        head=head,
+    )
+    return apply_peft(network, PeftConfig.from_dict(plan.peft))
 
 
 class nnUNetTrainerSAM(nnUNetTrainer):
@@ -79,15 +100,9 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        plan = sam_plan_of(configuration_manager)
-        network, _ = build_network(
-            plan.backbone,
-            num_input_channels,
-            num_output_channels,
-            image_size=plan.input_size,
-            checkpoint=plan.checkpoint,
+        return network_from_plan(
+            sam_plan_of(configuration_manager), num_input_channels, num_output_channels
         )
-        return apply_peft(network, PeftConfig.from_dict(plan.peft))
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         """nnU-Net's augmentation; test-time mirroring only where the plan allows it."""

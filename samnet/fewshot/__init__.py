@@ -1,0 +1,134 @@
+"""Few-shot mode (Xie et al., WACV 2024): a few labelled slices prompt SAM's mask decoder.
+
+The frozen encoder's embeddings of the annotated regions of K support slices become class
+prototypes; a small prompt projection turns them into the tokens SAM's mask decoder
+queries each image embedding with (``samnet.models.prototype_head``). Only the decoder
+and the projection train, on the support slices alone; the prototypes are stored in the
+network, so it segments whole volumes slice by slice with no user interaction, through
+nnU-Net's predictor and metric like every other samnet method.
+
+Pieces: ``support`` (which slices: a user's file or an automatic choice, checked against
+the fold), ``prototypes`` (masked average pooling, leave-one-out episodes),
+``support_set`` (a fold's support windows on the frozen encoder), and the trainer
+``samnet.trainers.fewshot_trainer.nnUNetTrainerSAMFewShot``.
+
+The Python API (call it under ``if __name__ == "__main__":``: nnU-Net starts worker
+processes with spawn)::
+
+    from samnet.fewshot import predict_few_shot, train_few_shot
+
+    report = train_few_shot("Dataset004_Hippocampus", shots=5, folds=[0])
+    predict_few_shot("Dataset004_Hippocampus", "imagesTs", "predictions", folds=[0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from samnet.errors import SamnetError
+
+__all__ = ["predict_few_shot", "train_few_shot"]
+
+
+def train_few_shot(
+    dataset: str | int,
+    shots: int | None = None,
+    *,
+    support: str | Path | None = None,
+    seed: int | None = None,
+    folds: Sequence[int] = (0,),
+    methods: Sequence[str] = ("sam",),
+    epochs: int | None = None,
+    iterations_per_epoch: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> Path:
+    """Plan few-shot SAM, train it on ``folds``, validate with nnU-Net's metric, report.
+
+    ``samnet_plan_and_train DATASET --few-shot K [--support FILE]`` as a function.
+
+    Arguments:
+      dataset: DatasetNNN, its full name or its id.
+      shots: K, the support slices per fold, chosen from each fold's training cases.
+      support: a JSON or CSV file of (case, slice) instead (``samnet.fewshot.support``).
+      seed: seed of the automatic choice (default 0).
+      folds: cross-validation folds to train.
+      methods: ``"sam"`` and/or ``"nnunet"`` (the baselines, on all labels).
+      epochs, iterations_per_epoch, batch_size: the budget (samnet_plan_and_train's
+        defaults when None).
+      device: ``auto``, ``cpu`` or ``cuda``.
+      overwrite: re-plan and retrain.
+
+    Returns:
+      The report folder (``$nnUNet_results/DatasetNNN_Name/samnet_report``).
+    """
+    if shots is None and support is None:
+        raise SamnetError(
+            None,
+            "train_few_shot needs the support set's size or its slices",
+            "pass shots=K or support='slices.json'",
+        )
+    from samnet.plan_and_train import parse_arguments, plan_and_train
+
+    options = {
+        "--few-shot": shots,
+        "--support": support,
+        "--few-shot-seed": seed,
+        "--epochs": epochs,
+        "--iterations-per-epoch": iterations_per_epoch,
+        "--batch-size": batch_size,
+    }
+    argv = [str(dataset), "--folds", *map(str, folds), "--methods", *methods]
+    argv += ["--device", device, *(["--overwrite"] if overwrite else [])]
+    for option, value in options.items():
+        if value is not None:
+            argv += [option, str(value)]
+    return plan_and_train(parse_arguments(argv))
+
+
+def predict_few_shot(
+    dataset: str | int,
+    input_folder: str | Path,
+    output_folder: str | Path,
+    folds: Sequence[int] = (0,),
+    device: str = "auto",
+) -> Path:
+    """Segment every image of ``input_folder`` (nnU-Net's raw layout, ``CASE_0000.ext``)
+    with the trained few-shot folds (their average), written in nnU-Net's format.
+
+    No prompts: the support prototypes are in the checkpoints. Returns ``output_folder``.
+    """
+    from samnet.datasets import find_raw_dataset
+    from samnet.methods import FEW_SHOT_TRAINER, Method
+    from samnet.paths import configure_environment, register_trainers, results_folder
+    from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.training import resolve_device
+
+    configure_environment()
+    register_trainers()
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    name = find_raw_dataset(dataset).name
+    method = Method(FEW_SHOT_TRAINER, SAM_PLANS, SAM_CONFIGURATION)
+    model = results_folder() / name / method.folder_name
+    if not model.is_dir():
+        raise SamnetError(
+            model,
+            "no trained few-shot model here",
+            "train one first: train_few_shot(...) or samnet_plan_and_train --few-shot K",
+        )
+    predictor = nnUNetPredictor(device=resolve_device(device))
+    predictor.initialize_from_trained_model_folder(
+        str(model), use_folds=tuple(folds), checkpoint_name="checkpoint_final.pth"
+    )
+    predictor.predict_from_files(
+        str(input_folder),
+        str(output_folder),
+        save_probabilities=False,
+        overwrite=True,
+        num_processes_preprocessing=1,
+        num_processes_segmentation_export=1,
+    )
+    return Path(output_folder)
