@@ -6,8 +6,8 @@ or the planner's own choice when labels are tiny). What it changes in
 
 - the network's head is a ``PrototypeHead``: its class tokens are the support set's class
   prototypes (frozen-encoder embeddings pooled over each class's annotated region, and
-  background's) through a small prompt projection; the plan's PEFT trains the decoder and
-  the head, the encoder stays frozen;
+  background's) through a small prompt projection, plus a learned class embedding; the
+  plan's PEFT trains the decoder and the head, the encoder stays frozen;
 - ``get_dataloaders``: the fold's support slices (the user's, checked against the fold,
   or K chosen from its training cases) are encoded once, in memory; their prototypes are
   stored in the network, so every checkpoint holds them and nnU-Net's predictor runs the

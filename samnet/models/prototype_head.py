@@ -40,10 +40,13 @@ class PrototypeHead(nn.Module):
     The sibling of ``ClassHead`` with the same call signature: token k is SAM's first mask
     token plus ``prompt_projection(prototype_k)``, where prototype_k is the frozen
     encoder's mean embedding over class k (background included) in a few labelled support
-    slices (``samnet.fewshot.prototypes``). All tokens share the decoder's first
-    hypernetwork MLP (borrowed, so it trains with the decoder), so what a token segments
-    is decided by its prototype alone: the decoder learns to query the image embedding
-    with embeddings of annotated regions, with no clicks or boxes.
+    slices (``samnet.fewshot.prototypes``), plus a learned embedding of class k. All
+    tokens share the decoder's first hypernetwork MLP (borrowed, so it trains with the
+    decoder): the decoder learns to query the image embedding with embeddings of
+    annotated regions, with no clicks or boxes. The prototype says what a class looks
+    like; the class embedding says which of the dataset's labels it is, which structures
+    of alike appearance need (two touching parts of one organ, as the anterior and
+    posterior hippocampus). Both start at zero: at step 0 every token is SAM's mask token.
 
     Prototypes come from ``support_prototypes`` (a buffer set by ``set_support`` and saved
     in the trained state, so inference needs no prompts), or, inside ``episode(...)``,
@@ -56,6 +59,7 @@ class PrototypeHead(nn.Module):
         dim = decoder.transformer_dim
         self.num_classes = num_classes
         self.mask_token = nn.Parameter(decoder.mask_tokens.weight[:1].detach().clone())
+        self.class_embeddings = nn.Parameter(torch.zeros(num_classes, dim))
         self.prompt_projection = PromptProjection(dim, dim)
         self.register_buffer("support_prototypes", torch.zeros(num_classes, dim))
         # How many support slices the stored prototypes were pooled from (0: none yet).
@@ -119,7 +123,9 @@ class PrototypeHead(nn.Module):
           ``B x K x 4h x 4w`` logits, one map per prototype (class).
         """
         prototypes = self.prototypes(len(image_embeddings))
-        tokens = self.mask_token + self.prompt_projection(prototypes)
+        tokens = (
+            self.mask_token + self.class_embeddings + self.prompt_projection(prototypes)
+        )
         token_outputs, upscaled = run_mask_decoder(
             decoder, tokens, image_embeddings, image_pe, dense_embedding
         )
