@@ -1,8 +1,9 @@
 """Few-shot mode (Xie et al., WACV 2024): a few labelled slices prompt SAM's mask decoder.
 
 The frozen encoder's embeddings of the annotated regions of K support slices become class
-prototypes; a small prompt projection turns them into the tokens SAM's mask decoder
-queries each image embedding with (``samnet.models.prototype_head``). Only the decoder
+prototypes; a small prompt projection (plus a learned embedding per class) turns them
+into the tokens SAM's mask decoder queries each image embedding with
+(``samnet.models.prototype_head``). Only the decoder
 and the projection train, on the support slices alone; the prototypes are stored in the
 network, so it segments whole volumes slice by slice with no user interaction, through
 nnU-Net's predictor and metric like every other samnet method.
@@ -18,7 +19,7 @@ processes with spawn)::
     from samnet.fewshot import predict_few_shot, train_few_shot
 
     report = train_few_shot("Dataset004_Hippocampus", shots=5, folds=[0])
-    predict_few_shot("Dataset004_Hippocampus", "imagesTs", "predictions", folds=[0])
+    predict_few_shot("Dataset004_Hippocampus", "imagesTs", "predictions")
 """
 
 from __future__ import annotations
@@ -92,43 +93,41 @@ def predict_few_shot(
     dataset: str | int,
     input_folder: str | Path,
     output_folder: str | Path,
-    folds: Sequence[int] = (0,),
+    folds: Sequence[int] | None = None,
     device: str = "auto",
-) -> Path:
-    """Segment every image of ``input_folder`` (nnU-Net's raw layout, ``CASE_0000.ext``)
-    with the trained few-shot folds (their average), written in nnU-Net's format.
+    overwrite: bool = False,
+) -> dict:
+    """Segment a folder of images with the trained few-shot model: no prompts, the support
+    prototypes are in its checkpoints.
 
-    No prompts: the support prototypes are in the checkpoints. Returns ``output_folder``.
+    ``samnet_predict -d DATASET --model nnUNetTrainerSAMFewShot:samnetPlans:sam_2d`` as a
+    function: inputs in any format samnet_predict reads (``CASE_0000.ext`` per channel),
+    each output in its input's format and geometry, ``folds`` averaged (default: every
+    trained fold). Returns samnet_predict's record of the run.
     """
-    from samnet.datasets import find_raw_dataset
-    from samnet.methods import FEW_SHOT_TRAINER, Method
-    from samnet.paths import configure_environment, register_trainers, results_folder
+    from samnet.inference.file_formats import cases_in_folder
+    from samnet.inference.run import Options, predict_cases
+    from samnet.inference.selection import (
+        channel_names,
+        find_trained_dataset,
+        select_models,
+        training_dataset_json,
+    )
+    from samnet.methods import FEW_SHOT_TRAINER
+    from samnet.paths import configure_environment
     from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.preprocessing.atomic import atomic_folder
     from samnet.training import resolve_device
 
     configure_environment()
-    register_trainers()
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    name = find_raw_dataset(dataset).name
-    method = Method(FEW_SHOT_TRAINER, SAM_PLANS, SAM_CONFIGURATION)
-    model = results_folder() / name / method.folder_name
-    if not model.is_dir():
-        raise SamnetError(
-            model,
-            "no trained few-shot model here",
-            "train one first: train_few_shot(...) or samnet_plan_and_train --few-shot K",
-        )
-    predictor = nnUNetPredictor(device=resolve_device(device))
-    predictor.initialize_from_trained_model_folder(
-        str(model), use_folds=tuple(folds), checkpoint_name="checkpoint_final.pth"
+    model = f"{FEW_SHOT_TRAINER}:{SAM_PLANS}:{SAM_CONFIGURATION}"
+    selection = select_models(
+        find_trained_dataset(str(dataset)),
+        [model],
+        None if folds is None else list(folds),
     )
-    predictor.predict_from_files(
-        str(input_folder),
-        str(output_folder),
-        save_probabilities=False,
-        overwrite=True,
-        num_processes_preprocessing=1,
-        num_processes_segmentation_export=1,
-    )
-    return Path(output_folder)
+    channels = channel_names(training_dataset_json(selection))
+    cases = cases_in_folder(Path(input_folder), len(channels))
+    options = Options(device=resolve_device(device).type)
+    with atomic_folder(Path(output_folder), overwrite) as folder:
+        return predict_cases(cases, folder, selection, options)
