@@ -30,12 +30,22 @@ LAST_STAGE_SHARE = {"lite_medsam": 0.35, "mobile_sam": 0.35}
 VIT_LAST_STAGE_SHARE = 0.25
 # Mask decoder with K class tokens, per slice at the native size (3.55 GFLOP at 256 px).
 DECODER_GFLOP = 3.55
-# A training step costs the forward pass plus about twice that backward.
+# Where weights train (the decoder), a step costs the forward pass plus about twice that
+# backward (gradients of inputs and of weights).
 FORWARD_BACKWARD = 3.0
-# Achieved fraction of the matmul rate: SAM's encoder as built reaches 0.27-0.29 on CPU
-# (benchmarks/results/encoder_speed_lite_medsam_cpu.json); small batches and
-# elementwise work keep GPUs at a similar fraction of their fp32 peak.
-ACHIEVED_FRACTION = 0.27
+# Through frozen weights that carry LoRA or adapters (the encoder part that runs in
+# prefix_cached and trained) only input gradients flow: counted with FlopCounterMode,
+# LiteMedSAM at 128 px, a step costs 1.9x the encoder's forward with LoRA in every block
+# and 1.8x in the last stage, not 3x (benchmarks/results/planner_ablation_cpu.json).
+# Fine-tuning the whole encoder (--peft full) costs FORWARD_BACKWARD there, ~1.5x this.
+ADAPTED_FORWARD_BACKWARD = 2.0
+# Achieved fraction of the matmul rate in a training step on CPU, 2 idle threads, batch 8
+# (benchmarks/results/planner_ablation_cpu.json; in brackets an earlier run): decoder on
+# cached embeddings 0.22 (0.20) at 128 px, 0.13 (0.15) at 256 px; LoRA in every encoder
+# block 0.20 (0.21); LoRA in the last stage 0.40 (0.32); 0.21 is their median. The
+# encoder's inference alone reaches 0.27-0.29 (encoder_speed_lite_medsam_cpu.json).
+# Small batches and elementwise work keep GPUs at a similar fraction of their fp32 peak.
+ACHIEVED_FRACTION = 0.21
 # Filling the cache runs samnet's FastEncoder (inference only): 0.47 of the matmul rate
 # at 256 px on CPU (same benchmark).
 CACHE_FRACTION = 0.45
@@ -80,10 +90,11 @@ def step_cost(
         "prefix_cached": LAST_STAGE_SHARE.get(backbone, VIT_LAST_STAGE_SHARE),
         "cached": 0.0,
     }[encoder_mode]
-    step_gflop = FORWARD_BACKWARD * (trained_share * encoder + decoder)
-    memory = (
-        TRAIN_MB_PER_SLICE_LITE_128 * step_gflop / (FORWARD_BACKWARD * LITE_GFLOP_128)
+    forward_gflop = trained_share * encoder + decoder
+    step_gflop = (
+        ADAPTED_FORWARD_BACKWARD * trained_share * encoder + FORWARD_BACKWARD * decoder
     )
+    memory = TRAIN_MB_PER_SLICE_LITE_128 * forward_gflop / LITE_GFLOP_128
     if hardware.on_gpu:
         memory *= AMP_MEMORY_FACTOR
     return StepCost(

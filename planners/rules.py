@@ -302,7 +302,8 @@ class Planner:
             )
             because = (
                 f"{within} (Gu et al.: PEFT inside the encoder is best); "
-                f"estimated for {steps} steps: {hours}"
+                f"estimated for {steps} steps by the cost model (steps measured on CPU "
+                f"took 0.5-1.5x its estimate, benchmarks/results/planner_ablation_cpu.json): {hours}"
             )
         mode = self.decide("encoder_mode", mode, because)
         cost, batch, _ = estimates[mode]
