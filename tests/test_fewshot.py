@@ -18,6 +18,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import (
     comp_blosc2_params,
     nnUNetDatasetBlosc2,
 )
+from test_planner_rules import CHEST_XRAY, HIPPOCAMPUS_LIKE, decision, plan
 
 from samnet.errors import SamnetError
 from samnet.fewshot.prototypes import (
@@ -38,15 +39,11 @@ from samnet.fewshot.support_set import SupportSet, encode_support, fold_support
 from samnet.models.network import BASE_SHA256_KEY, CachedInput, build_network
 from samnet.models.peft import PeftConfig, apply_peft, trainable_parameters
 from samnet.models.prototype_head import PrototypeHead
-from samnet.planners.fingerprint import ClassStatistics, SamFingerprint
-from samnet.planners.hardware import Hardware
-from samnet.planners.rules import Planner
 from samnet.planners.sam_plan import FewShotPlan, SamPlan
 
 INPUT_SIZE = 64
 PATCH = (32, 32)
 CLASSES = 3
-LAPTOP = Hardware("cpu", 2, 24.0, None, None, 250.0)
 # The plan's PEFT in few-shot mode: decoder and head train, the encoder is frozen.
 DECODER_AND_HEAD = PeftConfig(
     method="full", parts=("decoder",), trainable_extra=("class_head",)
@@ -413,43 +410,6 @@ def test_a_few_steps_reduce_the_leave_one_out_loss() -> None:
 
 
 # --- the plan --------------------------------------------------------------------------
-
-HIPPOCAMPUS_LIKE = SamFingerprint(
-    dimensions=3,
-    channels=1,
-    channel_names=("MRI",),
-    modality="MRI",
-    modality_evidence="channel names",
-    median_spacing=(1.0, 1.0, 1.0),
-    median_shape=(36, 50, 35),
-    slicing_axis=0,
-    anisotropy=1.0,
-    labelled_cases=208,
-    unlabelled_cases=52,
-    classes=(
-        ClassStatistics("anterior", 0.01, 17.0),
-        ClassStatistics("posterior", 0.01, 13.0),
-    ),
-)
-CHEST_XRAY = dataclasses.replace(
-    HIPPOCAMPUS_LIKE,
-    dimensions=2,
-    channel_names=("X-ray",),
-    modality="X-ray",
-    median_spacing=(999.0, 1.0, 1.0),
-    median_shape=(1, 1024, 1024),
-    labelled_cases=98,
-    unlabelled_cases=0,
-    classes=(ClassStatistics("right", 0.2, 400.0), ClassStatistics("left", 0.2, 380.0)),
-)
-
-
-def plan(fp, **overrides):
-    return Planner(fp, LAPTOP, overrides).plan()
-
-
-def decision(result, what: str) -> dict:
-    return next(d for d in result.sam.to_dict()["decisions"] if d["what"] == what)
 
 
 def test_the_planner_turns_few_shot_on_when_labels_are_tiny_and_says_why() -> None:
