@@ -21,6 +21,7 @@ from tqdm import tqdm
 from samnet.errors import SamnetError
 from samnet.methods import STATS_FILE, Budget, Method
 from samnet.paths import preprocessed_folder, results_folder
+from samnet.preprocessing.atomic import atomic_file
 
 BUDGET_FILE = "samnet_budget.json"
 
@@ -51,9 +52,8 @@ def validation_summary(dataset_name: str, method: Method, fold: int) -> Path:
 
 
 def write_json_atomically(data: dict, path: Path) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(data, indent=2))
-    temporary.replace(path)
+    with atomic_file(path) as handle:
+        handle.write(json.dumps(data, indent=2).encode())
 
 
 def claim_budget(folder: Path, budget: Budget) -> None:
