@@ -7,6 +7,12 @@ size and batch size SAM needs and a ``sam`` block (``samnet.planners.sam_plan``)
 SAM trainers read. The plans' ``samnet`` entry keeps the fingerprint and hardware the
 rules saw.
 
+When SAM sees the slices coarser than nnU-Net's 2d spacing, it also writes ``2d_lowres``:
+nnU-Net's own 2d U-Net, planned by nnU-Net's rules at SAM's in-plane spacing and trained on
+``sam_2d``'s preprocessed data. It is the baseline at SAM's resolution, which separates
+what the resolution costs from what the architecture does, and the 2d baseline that fits
+a CPU budget when the native slices are large (a chest X-ray's 2d patch is 896 x 1024).
+
 Use it through nnU-Net's planning API with the class (``-pl`` only searches inside
 nnunetv2)::
 
@@ -19,9 +25,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
     ExperimentPlanner,
 )
+from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
 from samnet.planners.fingerprint import sam_fingerprint
 from samnet.planners.hardware import Hardware, detect_hardware
@@ -29,6 +37,8 @@ from samnet.planners.rules import Planner, PlanResult
 
 SAM_PLANS = "samnetPlans"
 SAM_CONFIGURATION = "sam_2d"
+# nnU-Net's 2d U-Net at SAM's in-plane spacing (planned when SAM downsamples the slices).
+LOWRES_2D_CONFIGURATION = "2d_lowres"
 # nnU-Net's default plans identifier: SAMPlanner's nnU-Net configurations reuse its data.
 BASELINE_PLANS = "nnUNetPlans"
 NETWORK_CLASS = "samnet.models.network.SamSegmentationNetwork"
@@ -76,9 +86,14 @@ class SAMPlanner(ExperimentPlanner):
             Path(self.raw_dataset_folder), self.dataset_fingerprint
         )
         result = Planner(fingerprint, self.hardware, dict(self.overrides)).plan()
-        plans["configurations"][SAM_CONFIGURATION] = self.sam_configuration(
+        sam_configuration = self.sam_configuration(
             plans["configurations"]["2d"], result
         )
+        plans["configurations"][SAM_CONFIGURATION] = sam_configuration
+        if result.downsampling != 1:
+            plans["configurations"][LOWRES_2D_CONFIGURATION] = self.unet_at_sam_spacing(
+                sam_configuration, result.downsampling
+            )
         plans["samnet"] = {
             "fingerprint": fingerprint.to_dict(),
             "hardware": self.hardware.to_dict(),
@@ -112,4 +127,27 @@ class SAMPlanner(ExperimentPlanner):
             },
             sam=sam,
         )
+        return configuration
+
+    def unet_at_sam_spacing(self, sam_configuration: dict, downsampling: float) -> dict:
+        """nnU-Net's 2d plan (U-Net, patch, batch) at ``sam_2d``'s spacing, on its data."""
+        fingerprint = self.dataset_fingerprint
+        fullres_spacing = self.determine_fullres_target_spacing()
+        shapes = [
+            compute_new_shape(shape, spacing, fullres_spacing)
+            for spacing, shape in zip(
+                fingerprint["spacings"], fingerprint["shapes_after_crop"]
+            )
+        ]
+        # As nnU-Net's plan_experiment counts it for 2d, with slices downsampled in-plane.
+        voxels = float(np.prod(np.median(shapes, 0), dtype=np.float64))
+        voxels *= self.dataset_json["numTraining"] / downsampling**2
+        configuration = self.get_plans_for_configuration(
+            sam_configuration["spacing"],
+            sam_configuration["median_image_size_in_voxels"],
+            sam_configuration["data_identifier"],
+            voxels,
+            {},
+        )
+        configuration["batch_dice"] = True
         return configuration

@@ -41,6 +41,8 @@ SAM_TRAINERS = {
 
 # Few-shot plans (a ``few_shot`` block, samnet.planners.sam_plan.FewShotPlan) train with it.
 FEW_SHOT_TRAINER = "nnUNetTrainerSAMFewShot"
+# nnU-Net on a few-shot plan's K support slices and on 10K (samnet.trainers.support_slices_trainer).
+SUPPORT_TRAINERS = ("nnUNetTrainerSupportSlices", "nnUNetTrainerSupportSlices10x")
 
 
 def sam_method(

@@ -14,6 +14,7 @@ from samnet.datasets import dataset_id, find_raw_dataset
 from samnet.errors import SamnetError, cli_entry
 from samnet.methods import (
     BASELINE_TRAINER,
+    SUPPORT_TRAINERS,
     Budget,
     Method,
     baseline_methods,
@@ -24,7 +25,8 @@ from samnet.paths import configure_environment, preprocessed_folder
 from samnet.plan import add_override_arguments, overrides_from
 
 NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250
-METHOD_KINDS = ("sam", "nnunet")
+METHOD_KINDS = ("sam", "nnunet", "support")
+DEFAULT_METHOD_KINDS = ["sam", "nnunet"]
 CPU_EPOCHS, CPU_ITERATIONS = 20, 50
 
 
@@ -56,7 +58,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--configurations",
         nargs="+",
         default=None,
-        help="nnU-Net configurations (default: 2d and 3d_fullres if planned)",
+        help="nnU-Net configurations (default: 2d and 3d_fullres if planned); 2d_lowres is "
+        "nnU-Net's 2d U-Net at SAM's in-plane spacing, planned when SAM downsamples the slices",
     )
     parser.add_argument(
         "--epochs",
@@ -80,14 +83,24 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--batch-size",
         type=positive_int,
         default=None,
-        help="one batch size for every method (default: the plan's on GPU; at most 32 (2d) / 2 (3d) on CPU)",
+        help="one batch size for SAM and every 2d baseline (default: the 2d plan's on GPU, "
+        "at most 32 on CPU)",
+    )
+    parser.add_argument(
+        "--batch-size-3d",
+        type=positive_int,
+        default=None,
+        help="batch size of the 3d baselines, whose patches hold dozens of slices each "
+        "(default: the plan's on GPU, at most 2 on CPU)",
     )
     parser.add_argument(
         "--methods",
         nargs="+",
         choices=METHOD_KINDS,
-        default=list(METHOD_KINDS),
-        help="what to train: the planned SAM configuration and/or the nnU-Net baselines (default: both)",
+        default=DEFAULT_METHOD_KINDS,
+        help="what to train: the planned SAM configuration and/or the nnU-Net baselines "
+        "(default: both); with --few-shot K, support adds nnU-Net trained on the same K "
+        "support slices and on 10K",
     )
     parser.add_argument(
         "--npz",
@@ -136,15 +149,59 @@ def budget_for(
         iterations_per_epoch=iterations,
         val_iterations_per_epoch=args.val_iterations_per_epoch
         or max(1, iterations // 5),
-        batch_size=args.batch_size
+        batch_size=(args.batch_size if dimensions == 2 else args.batch_size_3d)
         or default_batch_size(configuration["batch_size"], dimensions, on_cpu),
     )
+
+
+def lowres_baseline(sam_plans: Path, sam_configurations: dict) -> Method:
+    """nnU-Net's trainer on the SAM plans' ``2d_lowres``; an error where it was not planned."""
+    from samnet.planners.sam_planner import LOWRES_2D_CONFIGURATION, SAM_PLANS
+
+    if LOWRES_2D_CONFIGURATION not in sam_configurations:
+        raise SamnetError(
+            sam_plans,
+            f"no {LOWRES_2D_CONFIGURATION} configuration: SAM sees the slices at nnU-Net's "
+            "2d spacing, so 2d is already the baseline at SAM's resolution",
+            f"drop {LOWRES_2D_CONFIGURATION} from --configurations",
+        )
+    return Method(BASELINE_TRAINER, SAM_PLANS, LOWRES_2D_CONFIGURATION)
+
+
+def reference_2d(baselines: list[Method], plans_identifier: str) -> Method:
+    """The 2d baseline whose budget SAM gets: the first 2d one trained, else nnU-Net's 2d."""
+    from samnet.planners.sam_planner import LOWRES_2D_CONFIGURATION
+
+    baselines_2d = [
+        m for m in baselines if m.configuration in ("2d", LOWRES_2D_CONFIGURATION)
+    ]
+    return (baselines_2d or [Method(BASELINE_TRAINER, plans_identifier, "2d")])[0]
+
+
+def support_baselines(
+    sam_plans: Path, few_shot: bool, configuration: str
+) -> list[Method]:
+    """nnU-Net on the few-shot support slices (K and 10K) of ``configuration``'s data."""
+    from samnet.planners.sam_planner import SAM_PLANS
+
+    if not few_shot:
+        raise SamnetError(
+            sam_plans,
+            "--methods support trains nnU-Net on the few-shot support slices, but this "
+            "SAM plan is not few-shot",
+            "add --few-shot K (with --overwrite to re-plan)",
+        )
+    return [Method(t, SAM_PLANS, configuration) for t in SUPPORT_TRAINERS]
 
 
 def plan_and_train(args: argparse.Namespace) -> Path:
     """Run the whole job for parsed arguments; returns the report folder."""
     configure_environment()
-    from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.planners.sam_planner import (
+        LOWRES_2D_CONFIGURATION,
+        SAM_CONFIGURATION,
+        SAM_PLANS,
+    )
     from samnet.planning import plan_and_preprocess, plan_sam, preprocess
     from samnet.report import write_report
     from samnet.training import resolve_device, train_fold
@@ -153,10 +210,14 @@ def plan_and_train(args: argparse.Namespace) -> Path:
     raw = find_raw_dataset(args.dataset)
     dataset_name = raw.name
     require_valid_dataset(raw)
+    # 2d_lowres lives in the SAM plans (it is trained on sam_2d's data); the rest in nnU-Net's.
+    lowres = LOWRES_2D_CONFIGURATION in (args.configurations or [])
     plans_identifier, configurations = plan_and_preprocess(
         dataset_id(dataset_name),
         dataset_name,
-        args.configurations,
+        None
+        if args.configurations is None
+        else [c for c in args.configurations if c != LOWRES_2D_CONFIGURATION],
         overwrite=args.overwrite,
     )
     sam_plans = plan_sam(
@@ -174,22 +235,31 @@ def plan_and_train(args: argparse.Namespace) -> Path:
         args.overwrite,
     )
     on_cpu = device.type == "cpu"
-    sam_block = json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION][
-        "sam"
-    ]
+    sam_configurations = json.loads(sam_plans.read_text())["configurations"]
+    sam_block = sam_configurations[SAM_CONFIGURATION]["sam"]
+    baselines = baseline_methods(plans_identifier, configurations)
+    if lowres:
+        baselines.append(lowres_baseline(sam_plans, sam_configurations))
     few_shot = sam_block.get("few_shot") is not None
     sam = sam_method(SAM_PLANS, SAM_CONFIGURATION, sam_block["encoder_mode"], few_shot)
     if few_shot and "sam" in args.methods:
         reason = next(d for d in sam_block["decisions"] if d["what"] == "few_shot")
         print(f"samnet: few-shot mode: {reason['because']}")
-    # SAM gets exactly the 2d baseline's budget: same steps of the same batch size.
-    baseline_2d = Method(BASELINE_TRAINER, plans_identifier, "2d")
-    budgets = {}
-    if "sam" in args.methods:
-        budgets[sam] = budget_for(baseline_2d, dataset_name, args, on_cpu)
+    # SAM, every 2d baseline and the support-slice baselines get exactly the reference's
+    # budget: the same optimizer steps of the same batch size.
+    reference = reference_2d(baselines, plans_identifier)
+    budget_2d = budget_for(reference, dataset_name, args, on_cpu)
+    chosen = [sam] if "sam" in args.methods else []
+    if "support" in args.methods:
+        chosen += support_baselines(sam_plans, few_shot, reference.configuration)
+    budgets = dict.fromkeys(chosen, budget_2d)
     if "nnunet" in args.methods:
-        for method in baseline_methods(plans_identifier, configurations):
-            budgets[method] = budget_for(method, dataset_name, args, on_cpu)
+        for method in baselines:
+            budgets[method] = (
+                budget_2d
+                if method.configuration in ("2d", LOWRES_2D_CONFIGURATION)
+                else budget_for(method, dataset_name, args, on_cpu)
+            )
     runs = [(method, fold) for method in budgets for fold in args.folds]
     for index, (method, fold) in enumerate(runs, start=1):
         budget = budgets[method]

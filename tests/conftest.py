@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,16 +37,13 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-def demo_environment(
-    root: Path, dataset_id: int, num_training: int, num_test: int
-) -> dict[str, str]:
-    """A demo dataset in ``root/raw`` and the environment for subprocesses that use it.
+def subprocess_environment(root: Path, write: Callable[[], object]) -> dict[str, str]:
+    """nnU-Net's folders under ``root``, ``write()`` run with them set, and the environment
+    for subprocesses that use them (one worker process each).
 
-    nnU-Net's folders under ``root`` and one worker process each; this process's own
-    environment is left as it was.
+    ``write`` puts a raw dataset in place in this process; this process's own environment
+    is left as it was.
     """
-    from samnet.preprocessing.demo_dataset import write_demo_dataset
-
     folders = {
         "nnUNet_raw": root / "raw",
         "nnUNet_preprocessed": root / "preprocessed",
@@ -56,8 +54,22 @@ def demo_environment(
     with pytest.MonkeyPatch.context() as patch:
         for variable, path in folders.items():
             patch.setenv(variable, str(path))
-        write_demo_dataset(dataset_id, num_training=num_training, num_test=num_test)
+        write()
     return environment
+
+
+def demo_environment(
+    root: Path, dataset_id: int, num_training: int, num_test: int
+) -> dict[str, str]:
+    """A demo dataset in ``root/raw`` and the environment for subprocesses that use it."""
+    from samnet.preprocessing.demo_dataset import write_demo_dataset
+
+    return subprocess_environment(
+        root,
+        lambda: write_demo_dataset(
+            dataset_id, num_training=num_training, num_test=num_test
+        ),
+    )
 
 
 def run_module(
@@ -84,3 +96,42 @@ def heavy_imports(modules: list[str], heavy: tuple[str, ...]) -> list[str]:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     return [name for name in run.stdout.strip().split(",") if name]
+
+
+# Five preprocessed cases of C x Z x H x W, cropped along Z as nnU-Net crops.
+VOLUME = (1, 6, 32, 40)
+
+
+@pytest.fixture
+def preprocessed(tmp_path: Path) -> Path:
+    """Five cases ``C x Z x H x W`` cropped from 8 slices (starting at slice 2): class 1 in
+    slices 1-3, class 2 in slices 2-4, each at a case-dependent place."""
+    import numpy as np
+    from nnunetv2.training.dataloading.nnunet_dataset import (
+        comp_blosc2_params,
+        nnUNetDatasetBlosc2,
+    )
+
+    folder = tmp_path / "nnUNetPlans_2d"
+    folder.mkdir()
+    for number in range(5):
+        rng = np.random.default_rng(number)
+        data = rng.normal(size=VOLUME).astype(np.float32)
+        seg = np.zeros((1, *VOLUME[1:]), dtype=np.int8)
+        seg[0, 1:4, 5 + number : 15 + number, 5:15] = 1
+        seg[0, 2:5, 18:28, 20 + number : 30 + number] = 2
+        seg[0, :, :, :2] = -1
+        properties = {
+            "shape_before_cropping": (8, 32, 40),
+            "bbox_used_for_cropping": [[2, 8], [0, 32], [0, 40]],
+        }
+        blocks, chunks = comp_blosc2_params(data.shape, (32, 32))
+        nnUNetDatasetBlosc2.save_case(
+            data,
+            seg,
+            properties,
+            str(folder / f"case{number}"),
+            chunks=chunks,
+            blocks=blocks,
+        )
+    return folder

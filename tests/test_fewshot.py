@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nnunetv2.training.dataloading.nnunet_dataset import (
-    comp_blosc2_params,
     nnUNetDatasetBlosc2,
 )
 from test_planner_rules import CHEST_XRAY, HIPPOCAMPUS_LIKE, decision, plan
@@ -255,8 +254,6 @@ def test_user_support_refuses_leaks_and_bad_slices(entry, message) -> None:
 
 # --- a tiny preprocessed dataset: fold support and encoding, no validation label read -----
 
-VOLUME = (1, 6, 32, 40)
-
 
 class RecordingDataset:
     """nnU-Net's dataset, remembering which cases were read."""
@@ -268,35 +265,6 @@ class RecordingDataset:
     def load_case(self, case: str):
         self.read.append(case)
         return self.dataset.load_case(case)
-
-
-@pytest.fixture
-def preprocessed(tmp_path: Path) -> Path:
-    """Five cases ``C x Z x H x W`` cropped from 8 slices (starting at slice 2): class 1 in
-    slices 1-3, class 2 in slices 2-4, each at a case-dependent place."""
-    folder = tmp_path / "nnUNetPlans_2d"
-    folder.mkdir()
-    for number in range(5):
-        rng = np.random.default_rng(number)
-        data = rng.normal(size=VOLUME).astype(np.float32)
-        seg = np.zeros((1, *VOLUME[1:]), dtype=np.int8)
-        seg[0, 1:4, 5 + number : 15 + number, 5:15] = 1
-        seg[0, 2:5, 18:28, 20 + number : 30 + number] = 2
-        seg[0, :, :, :2] = -1
-        properties = {
-            "shape_before_cropping": (8, 32, 40),
-            "bbox_used_for_cropping": [[2, 8], [0, 32], [0, 40]],
-        }
-        blocks, chunks = comp_blosc2_params(data.shape, PATCH)
-        nnUNetDatasetBlosc2.save_case(
-            data,
-            seg,
-            properties,
-            str(folder / f"case{number}"),
-            chunks=chunks,
-            blocks=blocks,
-        )
-    return folder
 
 
 TRAINING = ["case0", "case1", "case2", "case3"]

@@ -141,6 +141,25 @@ def test_rerun_skips_what_is_done(trained) -> None:
     assert summary.stat().st_mtime_ns == before
 
 
+def test_lowres_baseline_is_refused_where_sam_keeps_native_spacing(trained) -> None:
+    environment, results, _ = trained
+    arguments = [a if a != "2d" else "2d_lowres" for a in TINY_BUDGET]
+    run = plan_and_train(environment, str(DEMO_ID), *arguments)
+    assert run.returncode == 1
+    assert "samnetPlans.json" in run.stderr and "2d_lowres" in run.stderr
+    assert not list(results.glob("*2d_lowres"))
+
+
+def test_support_baselines_need_a_few_shot_plan(trained) -> None:
+    environment, results, _ = trained
+    run = plan_and_train(
+        environment, str(DEMO_ID), *TINY_BUDGET, "--methods", "support"
+    )
+    assert run.returncode == 1
+    assert "--few-shot K" in run.stderr and "samnetPlans.json" in run.stderr
+    assert not list(results.glob("nnUNetTrainerSupportSlices*"))
+
+
 def test_another_budget_on_a_started_fold_is_refused(trained) -> None:
     environment, results, _ = trained
     (results / METHOD / "fold_0" / "validation" / "summary.json").rename(

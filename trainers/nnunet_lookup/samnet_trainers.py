@@ -3,5 +3,15 @@
 from samnet.trainers.cached_trainer import nnUNetTrainerSAMCached
 from samnet.trainers.fewshot_trainer import nnUNetTrainerSAMFewShot
 from samnet.trainers.sam_trainer import nnUNetTrainerSAM
+from samnet.trainers.support_slices_trainer import (
+    nnUNetTrainerSupportSlices,
+    nnUNetTrainerSupportSlices10x,
+)
 
-__all__ = ["nnUNetTrainerSAM", "nnUNetTrainerSAMCached", "nnUNetTrainerSAMFewShot"]
+__all__ = [
+    "nnUNetTrainerSAM",
+    "nnUNetTrainerSAMCached",
+    "nnUNetTrainerSAMFewShot",
+    "nnUNetTrainerSupportSlices",
+    "nnUNetTrainerSupportSlices10x",
+]

@@ -1,0 +1,152 @@
+"""nnU-Net on the few-shot support slices only: the dataset it trains on, its plan, and
+(slow) a fold trained next to few-shot SAM on the same slices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+from test_fewshot import CLASSES, PATCH, TRAINING, VALIDATION
+
+from samnet.errors import SamnetError
+from samnet.fewshot.support_set import fold_support
+from samnet.planners.sam_plan import FewShotPlan
+from samnet.trainers.support_slices_trainer import (
+    SupportSliceDataset,
+    nnUNetTrainerSupportSlices,
+    nnUNetTrainerSupportSlices10x,
+)
+
+LABELS = {"background": 0, "one": 1, "two": 2}
+
+
+def support_dataset(folder: Path, shots: int) -> SupportSliceDataset:
+    dataset = nnUNetDatasetBlosc2(str(folder), list(TRAINING))
+    slices = fold_support(
+        FewShotPlan(shots, seed=1), dataset, TRAINING, VALIDATION, CLASSES
+    )
+    return SupportSliceDataset(dataset, slices, [1, 2])
+
+
+def test_each_support_slice_is_a_case_of_one_slice(preprocessed: Path) -> None:
+    support = support_dataset(preprocessed, shots=3)
+    assert len(support.identifiers) == 3
+    whole = nnUNetDatasetBlosc2(str(preprocessed), list(TRAINING))
+    for identifier in support.identifiers:
+        case, index = identifier.split("@")
+        data, seg, previous, properties = support.load_case(identifier)
+        full_data, full_seg, _, _ = whole.load_case(case)
+        assert data.shape == (1, 1, 32, 40) and previous is None
+        np.testing.assert_array_equal(data[:, 0], full_data[:, int(index)])
+        np.testing.assert_array_equal(seg[:, 0], full_seg[:, int(index)])
+        for label in (1, 2):
+            locations = properties["class_locations"][label]
+            assert len(locations) == (seg == label).sum()
+            assert (locations[:, 1] == 0).all()
+            assert (seg[tuple(locations.T)] == label).all()
+
+
+def test_nnunets_loader_draws_2d_batches_of_support_slices_only(
+    preprocessed: Path,
+) -> None:
+    support = support_dataset(preprocessed, shots=2)
+    loader = nnUNetDataLoader(
+        support,
+        4,
+        PATCH,
+        PATCH,
+        LabelManager(LABELS, regions_class_order=None),
+        oversample_foreground_percent=0.5,
+    )
+    batch = next(loader)
+    assert batch["data"].shape == (4, 1, *PATCH)
+    assert batch["target"].shape == (4, 1, *PATCH)
+    assert set(batch["keys"]) <= set(support.identifiers)
+
+
+def trainer_with(few_shot: dict | None, trainer_class: type) -> SimpleNamespace:
+    """What ``support_plan`` reads of a trainer: its plans and its shots factor."""
+    configurations = {"2d": {}}
+    if few_shot is not None:
+        from test_planner_rules import HIPPOCAMPUS_LIKE, plan
+
+        sam = plan(HIPPOCAMPUS_LIKE, few_shot=few_shot["shots"]).sam.to_dict()
+        configurations["sam_2d"] = {"sam": {**sam, "few_shot": few_shot}}
+    plans = {"configurations": configurations}
+    manager = SimpleNamespace(plans=plans, plans_name="samnetPlans")
+    return SimpleNamespace(
+        plans_manager=manager, SHOTS_FACTOR=trainer_class.SHOTS_FACTOR
+    )
+
+
+def test_shots_come_from_the_sam_plan_times_the_factor() -> None:
+    automatic = {"shots": 5, "seed": 2, "support": None, "support_file": None}
+    same = trainer_with(automatic, nnUNetTrainerSupportSlices)
+    assert nnUNetTrainerSupportSlices.support_plan(same) == FewShotPlan(5, seed=2)
+    tenfold = trainer_with(automatic, nnUNetTrainerSupportSlices10x)
+    assert nnUNetTrainerSupportSlices.support_plan(tenfold) == FewShotPlan(50, seed=2)
+
+
+def test_missing_or_listed_support_is_a_clear_error() -> None:
+    with pytest.raises(SamnetError, match="no few-shot plan"):
+        nnUNetTrainerSupportSlices.support_plan(
+            trainer_with(None, nnUNetTrainerSupportSlices)
+        )
+    listed = {
+        "shots": 1,
+        "seed": 0,
+        "support": [["case1", 4]],
+        "support_file": "s.json",
+    }
+    with pytest.raises(SamnetError, match="listed by the user"):
+        nnUNetTrainerSupportSlices.support_plan(
+            trainer_with(listed, nnUNetTrainerSupportSlices10x)
+        )
+
+
+DEMO_ID = 994
+DEMO = "Dataset994_SamnetDemo"
+SUPPORT_METHOD = "nnUNetTrainerSupportSlices__samnetPlans__2d"
+TENFOLD_METHOD = "nnUNetTrainerSupportSlices10x__samnetPlans__2d"
+FEW_SHOT_METHOD = "nnUNetTrainerSAMFewShot__samnetPlans__sam_2d"
+
+
+@pytest.mark.slow
+def test_nnunet_on_the_support_slices_trains_on_few_shot_sams_slices(
+    tmp_path: Path,
+) -> None:
+    from conftest import demo_environment, run_module
+
+    environment = demo_environment(tmp_path, DEMO_ID, num_training=10, num_test=0)
+    arguments = [str(DEMO_ID), "--few-shot", "2", "--methods", "sam", "support"]
+    arguments += ["--folds", "0", "--configurations", "2d", "--epochs", "1"]
+    arguments += ["--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1"]
+    arguments += ["--batch-size", "4", "--device", "cpu"]
+    run = run_module(environment, "samnet.plan_and_train", *arguments, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = tmp_path / "results" / DEMO
+
+    def slices_of(method: str, file_name: str) -> list[dict]:
+        return json.loads((results / method / "fold_0" / file_name).read_text())
+
+    used = slices_of(SUPPORT_METHOD, "support_slices.json")
+    prompted = slices_of(FEW_SHOT_METHOD, "fewshot_support.json")["slices"]
+    assert [(s["case"], s["slice"]) for s in used] == [
+        (s["case"], s["slice"]) for s in prompted
+    ]
+    assert len(used) == 2
+    assert len(slices_of(TENFOLD_METHOD, "support_slices.json")) == 20
+    report = json.loads((results / "samnet_report" / "report.json").read_text())
+    methods = (SUPPORT_METHOD, TENFOLD_METHOD, FEW_SHOT_METHOD)
+    assert set(methods) <= set(report["methods"])
+    budgets = [
+        json.loads((results / m / "fold_0" / "samnet_budget.json").read_text())
+        for m in methods
+    ]
+    assert budgets[0] == budgets[1] == budgets[2]
