@@ -5,7 +5,8 @@ the same ``compute_metrics_on_folder``, and writes ``nnUNet_results/<Dataset>/sa
 
 - ``report.json``: per method, fold, case and class Dice and IoU, mean ± sd, the paired
   Wilcoxon tests of each SAM method against each baseline, the training cost and curves,
-  the ensembles and the best configuration;
+  the ensembles, the best configuration and the postprocessing nnU-Net determined for it
+  (``samnet.report_postprocessing``);
 - ``report.md`` and ``report.html`` (self-contained): the same as tables and sentences;
 - ``dice_boxplot.png`` and ``training_curves.png``.
 """
@@ -30,6 +31,7 @@ from samnet.report_plots import (
     plot_boxplots,
     plot_training_curves,
 )
+from samnet.report_postprocessing import determine_best_postprocessing
 from samnet.report_render import html, markdown
 from samnet.report_results import summarize_method
 
@@ -83,6 +85,7 @@ def build_report(dataset_name: str) -> dict:
         name: {"members": [name], "per_case": method["per_case"]}
         for name, method in methods.items()
     } | ensembles
+    best = select_best_configuration(candidates, labels, folds)
     return {
         "dataset": dataset_name,
         "metric": METRIC_NOTE,
@@ -91,7 +94,10 @@ def build_report(dataset_name: str) -> dict:
         "ensembles": ensembles,
         "ensembles_left_out": left_out,
         "comparisons": compare_to_baselines(methods, labels),
-        "best_configuration": select_best_configuration(candidates, labels, folds),
+        "best_configuration": best,
+        "postprocessing": determine_best_postprocessing(
+            dataset_name, best, file_ending
+        ),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from samnet.report_plots import BOXPLOT_FILE, CURVES_FILE
+from samnet.report_postprocessing import postprocessing_sentence
 from samnet.report_results import METRICS
 from samnet.report_stats import FOREGROUND, SIGNIFICANCE_LEVEL, class_title
 
@@ -245,6 +246,7 @@ def report_sections(report: dict) -> list[Section]:
         Paragraph("How Dice is computed", report["metric"]),
         Paragraph("Best configuration", report["best_configuration"]["sentence"]),
         candidates_table(report),
+        Paragraph("Postprocessing", postprocessing_sentence(report["postprocessing"])),
         ensembles_paragraph(report),
         mean_sd_table(report, "dice"),
         mean_sd_table(report, "iou"),

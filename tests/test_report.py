@@ -390,9 +390,14 @@ def write_probability_method(
         write_summary(validation, {case: dice})
         np.savez_compressed(validation / f"{case}.npz", probabilities=output)
         (validation / f"{case}.pkl").write_bytes(pickle.dumps({"sitk_stuff": GEOMETRY}))
+    write_model_files(folder)
+
+
+def write_model_files(folder: Path) -> None:
+    """The ``plans.json`` and ``dataset.json`` nnU-Net copies into a trained model's folder."""
     plans = {
         "dataset_name": DATASET,
-        "plans_name": method.split("__")[1],
+        "plans_name": folder.name.split("__")[1],
         "image_reader_writer": "SimpleITKIO",
         "label_manager": "LabelManager",
         "configurations": {},
