@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from samnet.prompts import binary_dice, box_from_mask
+from samnet.prompted import segment_volume
+from samnet.prompts import binary_dice, box_from_mask, interior_point
 
 
 def test_box_is_tight_with_exclusive_end() -> None:
@@ -28,3 +30,64 @@ def test_binary_dice() -> None:
     )
     assert binary_dice(reference, reference) == 1.0
     assert math.isnan(binary_dice(np.zeros(4, bool), np.zeros(4, bool)))
+
+
+def test_interior_point_is_deep_inside_even_for_a_concave_object() -> None:
+    mask = np.zeros((12, 12), dtype=bool)
+    mask[1:11, 1:11] = True
+    mask[1:7, 4:8] = False  # a U, open at the top: its centroid lies in the gap
+    rows, columns = np.nonzero(mask)
+    assert not mask[round(rows.mean()), round(columns.mean())]
+    x, y = interior_point(mask)
+    column, row = int(x), int(y)
+    assert (x, y) == (column, row)
+    # Inside, and not on the border: all 8 neighbours are inside too.
+    assert mask[row - 1 : row + 2, column - 1 : column + 2].all()
+
+
+def test_empty_mask_has_no_click() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        interior_point(np.zeros((4, 4), dtype=bool))
+
+
+class RecordingNetwork:
+    """Encodes by counting; decodes by recording the prompts and answering a fixed square
+    per prompt, with logits growing with the prompt's rank."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+        self.calls: list[dict] = []
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        self.encoded += 1
+        return image
+
+    def decode_prompted(
+        self, embeddings, size, boxes=None, points=None, point_labels=None
+    ):
+        self.calls.append({"boxes": boxes, "points": points, "labels": point_labels})
+        count = len(boxes) if boxes is not None else len(points)
+        logits = -torch.ones(count, 1, *size)
+        for k in range(count):
+            logits[k, 0, 2 * k : 2 * k + 3, 2 * k : 2 * k + 3] = 1.0 + k
+        return logits
+
+
+def test_volume_is_encoded_and_prompted_once_per_slice_with_a_class() -> None:
+    reference = np.zeros((3, 8, 8), dtype=np.uint8)
+    reference[0, 1:3, 1:3] = 1
+    reference[0, 5:7, 5:7] = 2
+    reference[2, 4:6, 4:6] = 2
+    network = RecordingNetwork()
+    labels = segment_volume(network, np.zeros((1, 3, 8, 8)), reference, [1, 2])
+    # Slice 1 has no class: no prompt, no encoding; the others: one encoding, 2 kinds.
+    assert network.encoded == 2 and len(network.calls) == 4
+    box, point = network.calls[0], network.calls[1]
+    assert box["boxes"].tolist() == [[1, 1, 3, 3], [5, 5, 7, 7]]
+    assert point["points"].shape == (2, 1, 2) and (point["labels"] == 1).all()
+    for kind in ("box", "point"):
+        volume = labels[kind]
+        assert volume.shape == (3, 8, 8) and not volume[1].any()
+        # The two answers overlap at (2..4, 2..4): class 2's larger logit wins there.
+        assert volume[0, 0, 0] == 1 and volume[0, 2, 2] == 2 and volume[0, 4, 4] == 2
+        assert volume[2, 0, 0] == 2  # the only class of slice 2 is its first prompt

@@ -202,10 +202,28 @@ class SamSegmentationNetwork(nn.Module):
           points: ``N x P x 2`` (x, y) in pixels of ``image``; ``point_labels`` ``N x P``:
             1 inside the object, 0 outside.
         """
-        height, width = image.shape[-2:]
-        size = self.input_adapter.image_size
-        scale = torch.tensor([size / width, size / height], device=image.device)
-        embeddings = self.encode(image)
+        return self.decode_prompted(
+            self.encode(image), image.shape[-2:], boxes, points, point_labels
+        )
+
+    def decode_prompted(
+        self,
+        embeddings: torch.Tensor,
+        size: tuple[int, int],
+        boxes: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward_prompted`` on an image already encoded: ``1 x D x h x w`` embeddings of
+        an image of ``size`` (H, W), prompts as there; logits ``N x 1 x H x W``.
+
+        Several prompt sets on one image share its encoding this way.
+        """
+        height, width = size
+        scale_to = self.input_adapter.image_size
+        scale = torch.tensor(
+            [scale_to / width, scale_to / height], device=embeddings.device
+        )
         sparse, dense = self.sam.prompt_encoder(
             points=None if points is None else (points * scale, point_labels),
             boxes=None if boxes is None else boxes * scale.repeat(2),

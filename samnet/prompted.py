@@ -1,0 +1,75 @@
+"""Zero-shot SAM with prompts simulated from the reference, slice by slice.
+
+The comparison baselines of few-shot mode (Xie et al. 2024): SAM given, on every slice
+where a class appears in the reference, one prompt for that class (a tight box, or one
+positive click deep inside it), and nothing on the other slices. The prompts come from
+the reference, so these scores are an upper bound of what an annotator's prompts give,
+and never a fair fully automatic method: reports must say so.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from samnet.models.network import SamSegmentationNetwork
+from samnet.prompts import box_from_mask, interior_point
+
+PromptKind = Literal["box", "point"]
+
+
+def prompt_tensors(
+    masks: list[np.ndarray], kind: PromptKind
+) -> dict[str, torch.Tensor]:
+    """``forward_prompted``'s keyword arguments for one prompt per non-empty 2D mask."""
+    if kind == "box":
+        return {"boxes": torch.tensor([box_from_mask(m) for m in masks])}
+    points = torch.tensor([[interior_point(m)] for m in masks])
+    return {"points": points, "point_labels": torch.ones(len(masks), 1)}
+
+
+@torch.inference_mode()
+def segment_slice(
+    network: SamSegmentationNetwork,
+    image: np.ndarray,
+    reference: np.ndarray,
+    classes: list[int],
+    kinds: tuple[PromptKind, ...],
+) -> dict[PromptKind, np.ndarray]:
+    """Labels ``H x W`` of one slice per prompt kind, prompted per class present in ``reference``.
+
+    ``image`` is ``C x H x W``, normalized as nnU-Net gives it; it is encoded once for all
+    kinds. Where the masks of two classes overlap, the class with the larger logit wins.
+    """
+    present = [c for c in classes if (reference == c).any()]
+    labels = {kind: np.zeros(reference.shape, dtype=np.uint8) for kind in kinds}
+    if not present:
+        return labels
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    embeddings = network.encode(x)
+    masks = [reference == c for c in present]
+    for kind in kinds:
+        logits = network.decode_prompted(
+            embeddings, reference.shape, **prompt_tensors(masks, kind)
+        )[:, 0].numpy()
+        best = logits.argmax(axis=0)
+        inside = logits.max(axis=0) > 0
+        labels[kind][inside] = np.asarray(present, dtype=np.uint8)[best[inside]]
+    return labels
+
+
+def segment_volume(
+    network: SamSegmentationNetwork,
+    volume: np.ndarray,
+    reference: np.ndarray,
+    classes: list[int],
+    kinds: tuple[PromptKind, ...] = ("box", "point"),
+) -> dict[PromptKind, np.ndarray]:
+    """Labels ``Z x H x W`` per prompt kind of a ``C x Z x H x W`` volume, slice by slice."""
+    slices = [
+        segment_slice(network, volume[:, z], reference[z], classes, kinds)
+        for z in range(reference.shape[0])
+    ]
+    return {kind: np.stack([labels[kind] for labels in slices]) for kind in kinds}
