@@ -40,15 +40,20 @@ def machine() -> dict:
     }
 
 
-def work_environment() -> dict[str, str]:
-    """The caller's nnU-Net folders, or private ones under benchmarks/work/ (git-ignored)."""
+def work_environment(name: str | None = None) -> dict[str, str]:
+    """The caller's nnU-Net folders, or private ones under benchmarks/work/ (git-ignored).
+
+    Raw data is shared; a ``name`` gives the benchmark its own preprocessed and results
+    folders (``work/<name>/``), so its plans never replace another benchmark's.
+    """
     environment = dict(os.environ)
-    for variable, sub in (
-        ("nnUNet_raw", "raw"),
-        ("nnUNet_preprocessed", "preprocessed"),
-        ("nnUNet_results", "results"),
+    own = WORK / name if name else WORK
+    for variable, folder in (
+        ("nnUNet_raw", WORK / "raw"),
+        ("nnUNet_preprocessed", own / "preprocessed"),
+        ("nnUNet_results", own / "results"),
     ):
-        environment.setdefault(variable, str(WORK / sub))
+        environment.setdefault(variable, str(folder))
     return environment
 
 

@@ -1,10 +1,11 @@
 """The full comparison on a real dataset: SAM (auto plan) vs nnU-Net, 5 folds, one budget.
 
 Used by ``compare_hippocampus.py`` and ``compare_cxr.py``: converts the shared data once,
-runs ``samnet_plan_and_train`` on every fold with the stated budget (resumable: re-run
-the same command after an interruption), and copies the report (JSON, Markdown, HTML,
-PNGs) to ``benchmarks/results/compare_<name>_<cpu|gpu>/`` with the machine, budget,
-date and wall time.
+runs ``samnet_plan_and_train`` on every fold with the stated budget in
+``benchmarks/work/compare/`` (resumable: re-run the same command after an interruption),
+and copies the report (JSON, Markdown, HTML, PNGs) to
+``benchmarks/results/compare_<name>_<cpu|gpu>/`` with the machine, budget, date and wall
+time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def comparison_arguments(
         "--iterations-per-epoch", type=int, default=defaults["iterations_per_epoch"]
     )
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument(
+        "--batch-size-3d", type=int, default=defaults.get("batch_size_3d")
+    )
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument(
         "--configurations", nargs="+", default=defaults["configurations"]
@@ -52,20 +56,22 @@ def run_comparison(
       convert: the conversion command (run when the raw dataset is absent).
       args: ``comparison_arguments``' budget.
     """
-    environment = work_environment()
+    environment = work_environment("compare")
     if not (Path(environment["nnUNet_raw"]) / dataset).exists():
         run_command([sys.executable, "-m", *convert], environment)
     budget = {
         "epochs": args.epochs,
         "iterations_per_epoch": args.iterations_per_epoch,
         "batch_size": args.batch_size,
+        "batch_size_3d": args.batch_size_3d,
     }
     command = [sys.executable, "-m", "samnet.plan_and_train", dataset]
     command += ["--folds", *map(str, args.folds)]
     command += ["--configurations", *args.configurations, "--device", args.device]
     command += ["--npz"]  # probabilities, so the report scores SAM + nnU-Net ensembles
     for option, value in budget.items():
-        command += [f"--{option.replace('_', '-')}", str(value)]
+        if value is not None:
+            command += [f"--{option.replace('_', '-')}", str(value)]
     start = time.perf_counter()
     run_command(command, environment)
     host = machine()

@@ -8,11 +8,13 @@ See ``compare.py``; results in ``benchmarks/results/compare_hippocampus_<cpu|gpu
 from common import SHARED_DATA
 from compare import comparison_arguments, run_comparison
 
-# 250 steps of 32 slices per fold and method: about two hours for all of it on 2 cores.
+# 250 steps per fold and method, of 32 slices (SAM, nnU-Net 2d) or 2 patches of
+# 40 x 56 x 40 (nnU-Net 3d_fullres): about 3 hours for all of it on 2 cores.
 CPU_DEFAULTS = {
     "epochs": 5,
     "iterations_per_epoch": 50,
     "batch_size": 32,
+    "batch_size_3d": 2,
     "configurations": ["2d", "3d_fullres"],
 }
 

@@ -1,17 +1,29 @@
-"""Few-shot SAM (Xie et al. 2024) on Hippocampus and CXR_Lungs, K in {1, 5, 10, 20}.
+"""Few-shot SAM (Xie et al. 2024) against its baselines on Hippocampus and CXR_Lungs.
 
     .venv/bin/python benchmarks/fewshot.py [--datasets hippocampus cxr] [--shots 1 5 10 20]
-        [--folds 0] [--epochs 5 --iterations-per-epoch 50 --batch-size 16] [--device auto]
+        [--seeds 0 1 2] [--folds 0] [--epochs 5 --iterations-per-epoch 50 --batch-size 16]
 
-For each dataset: nnU-Net 2d on all labels once (the reference), then for each K a fresh
-few-shot plan (``--few-shot K --overwrite``, SAM only) trained and validated on the same
-folds with nnU-Net's metric. One plan exists at a time, so after each K the folds'
-validation summaries, support sets and costs are copied to
-``benchmarks/results/fewshot_<cpu|gpu>/<dataset>/K<k>/``; ``fewshot_<cpu|gpu>.json``
-gathers mean foreground Dice and IoU per K beside the reference and the labelled slices
-each used. Resumable per K: re-run the same command.
+For each dataset, on the validation cases of ``--folds`` and with nnU-Net's metric:
 
-Written with issue #6, not yet run: size the budget to the session that runs it.
+- ``nnunet_all``: nnU-Net 2d on all labels (once; ``2d_lowres`` for the X-rays, whose
+  native 2d plan does not fit a CPU);
+- ``zero_shot_box`` / ``zero_shot_point``: LiteMedSAM zero-shot, prompted on every slice
+  where a class appears in the reference with one box, or one click deep inside, per
+  class (once; reference-derived prompts, so an upper bound of an annotator's);
+- per K and support draw (``--seeds``): ``few_shot`` (samnet's few-shot SAM),
+  ``nnunet_k`` and ``nnunet_10k`` (nnU-Net on the same K support slices and on 10K),
+  all with one budget.
+
+One few-shot plan exists at a time, so after each (K, seed) the folds' validation
+summaries and support records are copied to
+``benchmarks/results/fewshot_<cpu|gpu>/<dataset>/K<k>/seed<s>/<method>/``. The summary
+``fewshot_<cpu|gpu>.json`` holds mean foreground Dice and IoU per method and K (mean and sd
+over draws), the paper's two bars (few-shot IoU / point IoU >= 1.5; few-shot Dice within
+0.02 of nnU-Net at 10K), and ``fewshot_<cpu|gpu>.png`` plots Dice against K. Resumable per
+(K, seed): re-run the same command. Works in ``benchmarks/work/fewshot/`` (its own plans).
+
+Not yet run in full: 2 datasets x 4 K x 3 draws x 3 trainings is hours on 2 cores, so
+size ``--shots``/``--seeds``/budget to the session that runs it.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from common import (
     RESULTS,
     SHARED_DATA,
@@ -31,19 +44,26 @@ from common import (
     work_environment,
     write_result,
 )
+from fewshot_zero_shot import zero_shot_folds
 
-FEW_SHOT = "nnUNetTrainerSAMFewShot__samnetPlans__sam_2d"
-REFERENCE = "nnUNetTrainer__nnUNetPlans__2d"
+METHODS = {
+    "few_shot": "nnUNetTrainerSAMFewShot__samnetPlans__sam_2d",
+    "nnunet_k": "nnUNetTrainerSupportSlices__samnetPlans__{configuration}",
+    "nnunet_10k": "nnUNetTrainerSupportSlices10x__samnetPlans__{configuration}",
+}
 FOLD_FILES = (
     "validation/summary.json",
     "fewshot_support.json",
+    "support_slices.json",
     "samnet_fold_stats.json",
 )
 CXR = SHARED_DATA / "CXR_Lungs"
+# name: (dataset, conversion command, the 2d configuration nnU-Net trains on)
 DATASETS = {
     "hippocampus": (
         "Dataset004_Hippocampus",
         ["samnet.preprocessing.convert_msd", str(SHARED_DATA / "Task04_Hippocampus")],
+        "2d",
     ),
     "cxr": (
         "Dataset501_CXRLungs",
@@ -53,6 +73,7 @@ DATASETS = {
             *("--name", "CXRLungs", "--id", "501", "--modality", "X-ray"),
             *("--label-names", "background,right_lung,left_lung"),
         ],
+        "2d_lowres",
     ),
 }
 
@@ -63,6 +84,7 @@ def arguments() -> argparse.Namespace:
         "--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS)
     )
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 20])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
@@ -84,7 +106,7 @@ def fold_scores(folder: Path, folds: list[int]) -> dict:
 
 
 def keep_folds(source: Path, target: Path, folds: list[int]) -> None:
-    """Copy what each fold of one K left (its plan is replaced by the next K's)."""
+    """Copy what each fold left (the next few-shot plan replaces it)."""
     for fold in folds:
         for name in FOLD_FILES:
             path = source / f"fold_{fold}" / name
@@ -94,36 +116,167 @@ def keep_folds(source: Path, target: Path, folds: list[int]) -> None:
                 shutil.copy2(path, destination)
 
 
+def run_few_shot(
+    train: list[str],
+    shots: int,
+    seed: int,
+    dataset: str,
+    configuration: str,
+    environment: dict[str, str],
+) -> None:
+    """Few-shot SAM and nnU-Net on its support slices, afresh for one (K, seed).
+
+    The SAM plan is removed rather than re-planned with ``--overwrite``, which would also
+    re-extract the fingerprint and re-preprocess the data; the methods' folds are removed
+    so they train on the new support set.
+    """
+    (Path(environment["nnUNet_preprocessed"]) / dataset / "samnetPlans.json").unlink(
+        missing_ok=True
+    )
+    for folder in METHODS.values():
+        shutil.rmtree(
+            Path(environment["nnUNet_results"])
+            / dataset
+            / folder.format(configuration=configuration),
+            ignore_errors=True,
+        )
+    few_shot = ["--methods", "sam", "support", "--few-shot", str(shots)]
+    run_command([*train, *few_shot, "--few-shot-seed", str(seed)], environment)
+
+
+def summarize(entry: dict, shots: list[int], seeds: list[int]) -> dict:
+    """Per method and K: mean and sd over draws (and folds) of Dice and IoU; the bars."""
+
+    def pooled(scores_per_fold: list[dict], metric: str) -> float:
+        return float(np.mean([s[metric] for s in scores_per_fold]))
+
+    table = {}
+    for method in ("nnunet_all", "zero_shot_box", "zero_shot_point"):
+        folds = list(entry[method].values())
+        table[method] = {m: pooled(folds, m) for m in ("dice", "iou")}
+    for k in shots:
+        for method in METHODS:
+            draws = [list(entry[f"K{k}"][f"seed{s}"][method].values()) for s in seeds]
+            for metric in ("dice", "iou"):
+                values = [pooled(d, metric) for d in draws]
+                row = table.setdefault(f"{method} K={k}", {})
+                row[metric] = float(np.mean(values))
+                row[f"{metric}_sd_over_draws"] = (
+                    float(np.std(values, ddof=1)) if len(values) > 1 else None
+                )
+    bars = {}
+    point_iou = table["zero_shot_point"]["iou"]
+    for k in shots:
+        few, tenfold = table[f"few_shot K={k}"], table[f"nnunet_10k K={k}"]
+        bars[f"K={k}"] = {
+            "iou_ratio_to_point_prompt": few["iou"] / point_iou if point_iou else None,
+            "iou_ratio_at_least_1.5": bool(point_iou and few["iou"] >= 1.5 * point_iou),
+            "dice_minus_nnunet_10k": few["dice"] - tenfold["dice"],
+            "dice_within_0.02_of_nnunet_10k": few["dice"] >= tenfold["dice"] - 0.02,
+        }
+    return {"table": table, "bars": bars}
+
+
+def plot(summary: dict, shots: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4.5))
+    for axis, (name, result) in zip(np.atleast_1d(axes), summary.items()):
+        table = result["table"]
+        for method in METHODS:
+            rows = [table[f"{method} K={k}"] for k in shots]
+            axis.errorbar(
+                shots,
+                [r["dice"] for r in rows],
+                yerr=[r["dice_sd_over_draws"] or 0 for r in rows],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+        for method, style in (
+            ("nnunet_all", "-"),
+            ("zero_shot_box", "--"),
+            ("zero_shot_point", ":"),
+        ):
+            axis.axhline(table[method]["dice"], linestyle=style, color="grey")
+            axis.annotate(method, (shots[-1], table[method]["dice"]), fontsize=8)
+        axis.set(
+            title=name,
+            xscale="log",
+            xlabel="labelled slices K",
+            ylabel="mean foreground Dice",
+            ylim=(0, 1),
+        )
+        axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main() -> None:
     args = arguments()
-    environment = work_environment()
+    environment = work_environment("fewshot")
     results = Path(environment["nnUNet_results"])
+    preprocessed = Path(environment["nnUNet_preprocessed"])
     host = machine()
     target = RESULTS / f"fewshot_{host['kind'].lower()}"
     budget = ["--epochs", str(args.epochs), "--iterations-per-epoch"]
     budget += [str(args.iterations_per_epoch), "--batch-size", str(args.batch_size)]
-    common = ["--folds", *map(str, args.folds), "--configurations", "2d"]
-    common += ["--device", args.device, *budget]
     result = {"benchmark": "fewshot", "machine": host, "folds": args.folds}
-    result["budget"] = {"arguments": budget, "shots": args.shots}
+    result["budget"] = {"arguments": budget, "shots": args.shots, "seeds": args.seeds}
+    result["note"] = (
+        "zero_shot_* use prompts derived from the reference on every slice showing a "
+        "class: an upper bound of an annotator's prompts, not an automatic method"
+    )
     start = time.perf_counter()
+    summary = {}
     for name in args.datasets:
-        dataset, convert = DATASETS[name]
+        dataset, convert, configuration = DATASETS[name]
         if not (Path(environment["nnUNet_raw"]) / dataset).exists():
             run_command([sys.executable, "-m", *convert], environment)
-        train = [sys.executable, "-m", "samnet.plan_and_train", dataset, *common]
+        train = [sys.executable, "-m", "samnet.plan_and_train", dataset, *budget]
+        train += ["--folds", *map(str, args.folds), "--configurations", configuration]
+        train += ["--device", args.device]
         run_command([*train, "--methods", "nnunet"], environment)
-        entry = {"reference": fold_scores(results / dataset / REFERENCE, args.folds)}
+        plans = "nnUNetPlans" if configuration == "2d" else "samnetPlans"
+        reference = f"nnUNetTrainer__{plans}__{configuration}"
+        entry = {"nnunet_all": fold_scores(results / dataset / reference, args.folds)}
+        zero_shot_file = target / name / "zero_shot.json"
+        if not zero_shot_file.exists():
+            zero_shot = zero_shot_folds(
+                Path(environment["nnUNet_raw"]) / dataset,
+                preprocessed / dataset,
+                args.folds,
+            )
+            zero_shot_file.parent.mkdir(parents=True, exist_ok=True)
+            zero_shot_file.write_text(json.dumps(zero_shot, indent=1))
+        entry.update(json.loads(zero_shot_file.read_text()))
         for shots in args.shots:
-            kept = target / name / f"K{shots}"
-            if not (kept / f"fold_{args.folds[-1]}/validation/summary.json").exists():
-                few_shot = ["--methods", "sam", "--few-shot", str(shots), "--overwrite"]
-                run_command([*train, *few_shot], environment)
-                keep_folds(results / dataset / FEW_SHOT, kept, args.folds)
-            entry[f"K{shots}"] = fold_scores(kept, args.folds)
+            for seed in args.seeds:
+                kept = target / name / f"K{shots}" / f"seed{seed}"
+                last = f"fold_{args.folds[-1]}/validation/summary.json"
+                if not all((kept / m / last).exists() for m in METHODS):
+                    run_few_shot(
+                        train, shots, seed, dataset, configuration, environment
+                    )
+                    for method, folder in METHODS.items():
+                        source = (
+                            results
+                            / dataset
+                            / folder.format(configuration=configuration)
+                        )
+                        keep_folds(source, kept / method, args.folds)
+                entry.setdefault(f"K{shots}", {})[f"seed{seed}"] = {
+                    method: fold_scores(kept / method, args.folds) for method in METHODS
+                }
         result[name] = entry
+        summary[name] = summarize(entry, args.shots, args.seeds)
+    result["summary"] = summary
     result["wall_seconds_this_run"] = round(time.perf_counter() - start, 1)
     write_result(target.name, result)
+    plot(summary, args.shots, RESULTS / f"{target.name}.png")
 
 
 if __name__ == "__main__":
