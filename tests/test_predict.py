@@ -439,7 +439,13 @@ def test_samnet_predict_with_a_trained_nnunet(trained_demo, tmp_path: Path) -> N
     assert "s per case on cpu" in run.stdout
     assert "2/2" in run.stderr  # the progress bar over cases
     record = json.loads((tmp_path / "out" / "samnet_prediction.json").read_text())
-    assert record["cases"] == 2 and record["postprocessing"] is None
+    # samnet_plan_and_train's report determined nnU-Net's postprocessing for this model.
+    determined = (
+        root / "results" / DEMO / "nnUNetTrainer__nnUNetPlans__2d"
+        / "crossval_results_folds_0" / "postprocessing.pkl"
+    )  # fmt: skip
+    assert record["cases"] == 2 and record["postprocessing"] == str(determined)
+    assert determined.is_file()
     for image in sorted(images.iterdir()):
         case = image.name.replace("_0000", "")
         output, source = (
