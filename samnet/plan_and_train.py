@@ -170,12 +170,16 @@ def lowres_baseline(sam_plans: Path, sam_configurations: dict) -> Method:
 
 def reference_2d(baselines: list[Method], plans_identifier: str) -> Method:
     """The 2d baseline whose budget SAM gets: the first 2d one trained, else nnU-Net's 2d."""
+
+    baselines_2d = [m for m in baselines if is_2d_baseline(m)]
+    return (baselines_2d or [Method(BASELINE_TRAINER, plans_identifier, "2d")])[0]
+
+
+def is_2d_baseline(method: Method) -> bool:
+    """nnU-Net's 2d U-Net, at its own spacing or at SAM's: trained with SAM's budget."""
     from samnet.planners.sam_planner import LOWRES_2D_CONFIGURATION
 
-    baselines_2d = [
-        m for m in baselines if m.configuration in ("2d", LOWRES_2D_CONFIGURATION)
-    ]
-    return (baselines_2d or [Method(BASELINE_TRAINER, plans_identifier, "2d")])[0]
+    return method.configuration in ("2d", LOWRES_2D_CONFIGURATION)
 
 
 def support_baselines(
@@ -257,7 +261,7 @@ def plan_and_train(args: argparse.Namespace) -> Path:
         for method in baselines:
             budgets[method] = (
                 budget_2d
-                if method.configuration in ("2d", LOWRES_2D_CONFIGURATION)
+                if is_2d_baseline(method)
                 else budget_for(method, dataset_name, args, on_cpu)
             )
     runs = [(method, fold) for method in budgets for fold in args.folds]

@@ -18,6 +18,7 @@ from pathlib import Path
 from samnet.inference.selection import postprocessing_candidates
 from samnet.paths import DEFAULT_PROCESSES, preprocessed_folder, results_folder
 from samnet.preprocessing.atomic import atomic_folder
+from samnet.report_ensembles import validation_summaries
 
 SUMMARY = "postprocessing.json"
 
@@ -28,10 +29,9 @@ def is_up_to_date(folder: Path, member_folders: list[Path], folds: list[int]) ->
     if not (made.is_file() and (folder / "postprocessing.pkl").is_file()):
         return False
     return all(
-        (member / f"fold_{fold}" / "validation" / "summary.json").stat().st_mtime
-        < made.stat().st_mtime
+        summary.stat().st_mtime < made.stat().st_mtime
         for member in member_folders
-        for fold in folds
+        for summary in validation_summaries(member, folds)
     )
 
 
