@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import demo_environment, run_module
 from nnunetv2.training.dataloading.nnunet_dataset import (
     nnUNetDatasetBlosc2,
 )
@@ -427,32 +427,12 @@ FEW_SHOT_METHOD = "nnUNetTrainerSAMFewShot__samnetPlans__sam_2d"
 
 @pytest.mark.slow
 def test_plan_and_train_few_shot_end_to_end(tmp_path: Path) -> None:
-    from samnet.preprocessing.demo_dataset import write_demo_dataset
-
-    environment = dict(os.environ, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1")
-    for variable, sub in (
-        ("nnUNet_raw", "raw"),
-        ("nnUNet_preprocessed", "preprocessed"),
-        ("nnUNet_results", "results"),
-    ):
-        environment[variable] = str(tmp_path / sub)
-    os.environ["nnUNet_raw"] = environment["nnUNet_raw"]
-    try:
-        write_demo_dataset(DEMO_ID, num_training=10, num_test=0)
-    finally:
-        del os.environ["nnUNet_raw"]
+    environment = demo_environment(tmp_path, DEMO_ID, num_training=10, num_test=0)
     arguments = [str(DEMO_ID), "--few-shot", "2", "--methods", "sam", "--folds", "0"]
     arguments += ["--configurations", "2d", "--epochs", "1", "--iterations-per-epoch"]
     arguments += ["2", "--val-iterations-per-epoch", "1", "--batch-size", "4"]
     arguments += ["--device", "cpu"]
-    run = subprocess.run(
-        [sys.executable, "-m", "samnet.plan_and_train", *arguments],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    run = run_module(environment, "samnet.plan_and_train", *arguments, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "few-shot mode: set by the user" in run.stdout
     results = tmp_path / "results" / DEMO
