@@ -161,9 +161,11 @@ def lowres_baseline(sam_plans: Path, sam_configurations: dict) -> Method:
     if LOWRES_2D_CONFIGURATION not in sam_configurations:
         raise SamnetError(
             sam_plans,
-            f"no {LOWRES_2D_CONFIGURATION} configuration: SAM sees the slices at nnU-Net's "
-            "2d spacing, so 2d is already the baseline at SAM's resolution",
-            f"drop {LOWRES_2D_CONFIGURATION} from --configurations",
+            f"no {LOWRES_2D_CONFIGURATION} configuration: either SAM sees the slices at "
+            "nnU-Net's 2d spacing (then 2d is already the baseline at SAM's resolution) or "
+            f"the plan was made by a samnet without {LOWRES_2D_CONFIGURATION}",
+            f"drop {LOWRES_2D_CONFIGURATION} from --configurations, or re-plan with "
+            "--overwrite (retrains the SAM folds)",
         )
     return Method(BASELINE_TRAINER, SAM_PLANS, LOWRES_2D_CONFIGURATION)
 

@@ -1,6 +1,7 @@
 """Predicting with nnU-Net's own machinery: its predictor, ensembling and postprocessing.
 
-``nnUNetPredictor`` runs each model (averaging its folds), ``ensemble_folders`` averages the
+``nnUNetPredictor`` runs each model (averaging its folds; a frozen SAM encoder runs once
+for all of them, ``shared_encoder``), ``ensemble_folders`` averages the
 probabilities of several models, and ``apply_postprocessing_to_folder`` applies the
 ``postprocessing.pkl`` of the selection. ``predict_cases`` does all of it for a set of cases,
 from the user's files to segmentations in their format and geometry.
@@ -27,6 +28,7 @@ from samnet.inference.selection import (
     channel_names,
     training_dataset_json,
 )
+from samnet.inference.shared_encoder import share_frozen_encoder
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def run_with_nnunet(
             predictor.initialize_from_trained_model_folder(
                 str(member.folder), member.folds, options.checkpoint
             )
+            share_frozen_encoder(predictor)
             iterator = preprocessing_iterator_fromfiles(
                 inputs,
                 None,
