@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from samnet.datasets import dataset_id, find_raw_dataset
 from samnet.errors import SamnetError, cli_entry
+from samnet.launchers import LAUNCHERS, SLURM_FOLDER, Cluster, FoldRun, run_id
 from samnet.methods import (
     BASELINE_TRAINER,
     SUPPORT_TRAINERS,
@@ -109,6 +111,39 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="local: train here, one fold after another; torchrun: each fold a DDP job "
+        "(run here on one node, printed for every node on several); slurm: write a job "
+        "array (a task per fold x method) and a comparison job after it",
+    )
+    parser.add_argument(
+        "--nnodes",
+        type=positive_int,
+        default=1,
+        help="machines per fold (torchrun, slurm)",
+    )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=positive_int,
+        default=None,
+        help="processes per machine (default: its GPUs, or 1 on CPU)",
+    )
+    parser.add_argument(
+        "--rdzv-endpoint",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the nodes meet (torchrun with --nnodes > 1)",
+    )
+    parser.add_argument(
+        "--sbatch-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an extra #SBATCH line, e.g. --sbatch-option=--partition=gpu (repeatable)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="re-plan, re-preprocess and retrain the folds",
@@ -200,8 +235,8 @@ def support_baselines(
     return [Method(t, SAM_PLANS, configuration) for t in SUPPORT_TRAINERS]
 
 
-def plan_and_train(args: argparse.Namespace) -> Path:
-    """Run the whole job for parsed arguments; returns the report folder."""
+def plan_and_train(args: argparse.Namespace) -> Path | None:
+    """Run the whole job for parsed arguments; returns what ``launch`` says, or the report folder."""
     configure_environment()
     from samnet.planners.sam_planner import (
         LOWRES_2D_CONFIGURATION,
@@ -209,7 +244,6 @@ def plan_and_train(args: argparse.Namespace) -> Path:
         SAM_PLANS,
     )
     from samnet.planning import plan_and_preprocess, plan_sam, preprocess
-    from samnet.report import write_report
     from samnet.training import resolve_device, train_fold
 
     device = resolve_device(args.device)
@@ -266,26 +300,99 @@ def plan_and_train(args: argparse.Namespace) -> Path:
                 if is_2d_baseline(method)
                 else budget_for(method, dataset_name, args, on_cpu)
             )
-    runs = [(method, fold) for method in budgets for fold in args.folds]
-    for index, (method, fold) in enumerate(runs, start=1):
-        budget = budgets[method]
+    runs = [FoldRun(m, fold, budgets[m]) for m in budgets for fold in args.folds]
+    if args.launcher != "local":
+        return launch(args, dataset_name, runs, device)
+    for index, run in enumerate(runs, start=1):
         print(
-            f"samnet: [{index}/{len(runs)}] {method.folder_name} fold {fold}: "
-            f"{budget.epochs} epochs x {budget.iterations_per_epoch} steps, batch {budget.batch_size}, {device}"
+            f"samnet: [{index}/{len(runs)}] {run.method.folder_name} fold {run.fold}: "
+            f"{run.budget.epochs} epochs x {run.budget.iterations_per_epoch} steps, "
+            f"batch {run.budget.batch_size}, {device}"
         )
         train_fold(
             dataset_name,
-            method,
-            fold,
-            budget,
+            run.method,
+            run.fold,
+            run.budget,
             device,
             overwrite=args.overwrite,
             save_probabilities=args.npz,
         )
+    return report(dataset_name)
+
+
+def report(dataset_name: str) -> Path:
+    """``samnet_compare``'s report, printed; returns its folder."""
+    from samnet.report import write_report
+
     folder = write_report(dataset_name)
     print((folder / "report.md").read_text())
     print(f"samnet: report written to {folder}")
     return folder
+
+
+def launch(
+    args: argparse.Namespace, dataset_name: str, runs: list[FoldRun], device
+) -> Path | None:
+    """Hand the fold runs to torchrun or SLURM (``samnet.launchers``).
+
+    Returns the report folder when the runs ended here, the SLURM folder when scripts were
+    written, None when the torchrun commands were printed for the nodes to run.
+    """
+    import subprocess
+
+    import torch
+
+    from samnet.launchers import torchrun_command, write_slurm_jobs
+    from samnet.paths import results_folder
+
+    gpus = device.type == "cuda"
+    cluster = Cluster(
+        args.nnodes,
+        args.nproc_per_node or (torch.cuda.device_count() if gpus else 1),
+        args.rdzv_endpoint,
+    )
+    arguments = [
+        run.arguments(dataset_name, device.type, args.npz, args.overwrite)
+        for run in runs
+    ]
+    if args.launcher == "slurm":
+        folder = write_slurm_jobs(
+            dataset_name,
+            runs,
+            arguments,
+            cluster,
+            gpus,
+            results_folder() / dataset_name / SLURM_FOLDER,
+            args.overwrite,
+            args.sbatch_option,
+        )
+        print(
+            f"samnet: {len(runs)} training task(s) in {folder}/train.sbatch, the comparison "
+            f"in compare.sbatch after them; submit both with: bash {folder}/submit.sh"
+        )
+        return folder
+    commands = [
+        torchrun_command(cluster, run_id(dataset_name, run), a)
+        for run, a in zip(runs, arguments)
+    ]
+    if cluster.nnodes > 1:
+        print(
+            f"samnet: run each command on all {cluster.nnodes} nodes, one after another:"
+        )
+        for command in commands:
+            print(shlex.join(command))
+        print(f"then, on one node: samnet_compare {dataset_name}")
+        return None
+    for index, (run, command) in enumerate(zip(runs, commands), start=1):
+        print(f"samnet: [{index}/{len(runs)}] {shlex.join(command)}")
+        if subprocess.run(command, check=False).returncode != 0:
+            raise SamnetError(
+                None,
+                f"torchrun failed on {run.method.folder_name} fold {run.fold} (its output is above)",
+                "fix the cause and re-run the same command: finished folds are kept, this one resumes",
+            )
+    return report(dataset_name)
 
 
 @cli_entry

@@ -97,6 +97,10 @@ def build_trainer(
     plans["continue_training"] = True
     dataset_json = json.loads((base / "dataset.json").read_text())
     trainer_class = recursive_find_trainer_class_by_name(method.trainer)
+    if torch.distributed.is_initialized():
+        from samnet.trainers.distributed import distributed_variant
+
+        trainer_class = distributed_variant(trainer_class)
     trainer = trainer_class(
         plans=plans,
         configuration=method.configuration,
@@ -119,6 +123,7 @@ def attach_progress_bar(trainer, description: str) -> tqdm:
         initial=trainer.current_epoch,
         desc=description,
         unit="epoch",
+        disable=trainer.local_rank != 0,
     )
     end_epoch = trainer.on_epoch_end
 
@@ -164,17 +169,24 @@ def train_fold(
     """Train (or resume) ``method`` on ``fold``, validate it, and return its validation ``summary.json``.
 
     A fold whose validation summary exists is done and is left alone unless ``overwrite``.
+    Under ``torchrun`` (a process group is initialised) every rank calls it; only rank 0
+    writes files.
     """
+    from samnet.trainers.distributed import barrier, is_rank_zero
+
+    writes = is_rank_zero()
     folder = fold_folder(dataset_name, method, fold)
-    if overwrite and folder.exists():
+    if overwrite and folder.exists() and writes:
         shutil.rmtree(folder)
+    barrier()  # no rank reads the folder before rank 0 has cleared it
     summary = validation_summary(dataset_name, method, fold)
     if summary.exists():
         print(
             f"samnet: {method.folder_name} fold {fold} is done ({summary}); --overwrite retrains it"
         )
         return summary
-    claim_budget(folder, budget)
+    if writes:
+        claim_budget(folder, budget)
     trainer = build_trainer(dataset_name, method, fold, budget, device)
     final_checkpoint = folder / "checkpoint_final.pth"
     latest_checkpoint = folder / "checkpoint_latest.pth"
@@ -212,5 +224,6 @@ def train_fold(
     if cache is not None:
         # Built once per dataset and shared by the folds; reported beside training time.
         stats["embedding_cache_seconds"] = cache.info["build_seconds"]
-    write_json_atomically(stats, folder / STATS_FILE)
+    if writes:
+        write_json_atomically(stats, folder / STATS_FILE)
     return summary

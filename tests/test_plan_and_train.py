@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -233,3 +234,76 @@ def test_torn_checkpoint_is_a_clear_error_and_kept(trained) -> None:
     assert "checkpoint_latest.pth: cannot be read" in run.stderr
     assert "delete it to restart this fold" in run.stderr
     assert torn.read_bytes() == b"PK\x03\x04 cut short"
+
+
+# DDP on CPU sums the same gradients in another order: losses agree to float32 rounding
+# after a few AdamW steps, far below the differences between steps.
+DDP_LOSS_TOLERANCE = 1e-4
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def test_torchrun_ddp_trains_as_one_process_and_only_rank_zero_writes(
+    trained, tmp_path: Path
+) -> None:
+    environment, results, _ = trained
+    alone = tmp_path / "alone.json"
+    ddp = tmp_path / "ddp.json"
+    worker = [str(WORKER), "{}", NAME, "4"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    torchrun += ["--nproc-per-node=2"]
+    for command, output in (
+        ([sys.executable, *worker], alone),
+        ([*torchrun, *worker, "--train"], ddp),
+    ):
+        command = [part.format(output) for part in command]
+        run = subprocess.run(
+            command,
+            check=False,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    one, two = json.loads(alone.read_text()), json.loads(ddp.read_text())
+
+    assert one["batch_sizes"] == [4] and two["batch_sizes"] == [2, 2]
+    assert one["losses"][-1] < one["losses"][0] - 100 * DDP_LOSS_TOLERANCE  # it trains
+    for single, distributed in zip(one["losses"], two["losses"]):
+        assert abs(single - distributed) <= DDP_LOSS_TOLERANCE
+    fold = results / "nnUNetTrainerSAM__samnetPlans__sam_2d" / "fold_2"
+    rank_zero, rank_one = two["written"]
+    assert rank_one == []
+    assert (fold / "checkpoint_final.pth").exists()
+    assert any(path.endswith("progress.png") for path in rank_zero)
+    assert any("training_log" in path for path in rank_zero)
+
+
+def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained) -> None:
+    from samnet.train_fold import parse_arguments
+
+    environment, results, _ = trained
+    arguments = [str(DEMO_ID), *TINY_BUDGET, "--folds", "0", "1", "--launcher", "slurm"]
+    arguments += ["--nnodes", "2", "--sbatch-option=--partition=gpu"]
+    run = plan_and_train(environment, *arguments)
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = results / "samnet_slurm"
+    train = (folder / "train.sbatch").read_text()
+    assert "#SBATCH --array=0-3" in train and "#SBATCH --nodes=2" in train
+    assert "#SBATCH --partition=gpu" in train
+    runs = train.split("RUNS=(\n")[1].split("\n)")[0].splitlines()
+    parsed = [parse_arguments(shlex.split(shlex.split(line)[0])) for line in runs]
+    assert sorted((p.trainer, p.fold) for p in parsed) == [
+        ("nnUNetTrainer", 0),
+        ("nnUNetTrainer", 1),
+        ("nnUNetTrainerSAMCached", 0),
+        ("nnUNetTrainerSAMCached", 1),
+    ]
+    assert {(p.epochs, p.iterations_per_epoch, p.batch_size) for p in parsed} == {
+        (2, 2, 4)
+    }
+    assert f"-m samnet.report {NAME}" in (folder / "compare.sbatch").read_text()
+    assert "--dependency=afterok:" in (folder / "submit.sh").read_text()
+
+    again = plan_and_train(environment, *arguments)
+    assert again.returncode == 1 and "samnet_slurm: already exists" in again.stderr

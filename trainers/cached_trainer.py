@@ -32,6 +32,7 @@ from samnet.preprocessing.encoder_prefix import (
     frozen_prefix_stages,
     split_image_encoder,
 )
+from samnet.trainers.distributed import data_seed, rank_zero_first
 from samnet.trainers.sam_trainer import nnUNetTrainerSAM
 
 
@@ -51,14 +52,15 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
         encoder = network.sam.image_encoder
         stages = frozen_prefix_stages(encoder)
         prefix_stages = None if stages == len(encoder_stages(encoder)) else stages
-        self.cache = build_embedding_cache(
-            network,
-            network.base_weights,
-            self.configuration_manager,
-            self.preprocessed_dataset_folder_base,
-            prefix_stages=prefix_stages,
-            fast=self.device.type == "cpu",
-        )
+        with rank_zero_first(self.is_ddp):
+            self.cache = build_embedding_cache(
+                network,
+                network.base_weights,
+                self.configuration_manager,
+                self.preprocessed_dataset_folder_base,
+                prefix_stages=prefix_stages,
+                fast=self.device.type == "cpu",
+            )
         rest = None
         if prefix_stages is not None:
             rest = split_image_encoder(encoder, prefix_stages)[1]
@@ -66,13 +68,18 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
             tuple(self.configuration_manager.patch_size), rest
         )
         training_cases, validation_cases = self.do_split()
+        seed = data_seed(self.fold, self.local_rank, self.current_epoch)
         return (
-            self._batches(training_cases, seed=self.fold),
-            self._batches(validation_cases, seed=1000 + self.fold),
+            self._batches(training_cases, seed),
+            self._batches(validation_cases, seed + 1),
         )
 
     def _batches(self, cases: list[str], seed: int) -> Iterator[dict]:
-        """Endless ``{"data", "target"}`` batches of the cases' windows; outside -> 0."""
+        """Endless ``{"data", "target"}`` batches of the cases' windows; outside -> 0.
+
+        ``seed`` is the fold's, rank's and starting epoch's: ranks draw different
+        batches, and a resumed run does not repeat the first epochs' batches.
+        """
         rows = self.cache.rows_for_cases(cases)
         foreground = rows[self.cache.index[rows, 4] > 0]
         uniform_count = round(
@@ -83,7 +90,7 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
         else:
             streams = [
                 sample_batches(rows, uniform_count, seed),
-                sample_batches(foreground, self.batch_size - uniform_count, seed + 1),
+                sample_batches(foreground, self.batch_size - uniform_count, seed + 2),
             ]
         for parts in zip(*streams):
             batch = np.concatenate(parts)

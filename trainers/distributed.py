@@ -1,0 +1,157 @@
+"""Any nnU-Net trainer under ``torchrun``: DDP inside a fold, on one node or several.
+
+nnU-Net's own DDP (``nnUNetv2_train -num_gpus``) starts its workers with ``mp.spawn`` on one
+node, and its trainer takes the device from the global rank (``cuda:RANK``, which does not
+exist on a second node) and wraps the network with ``device_ids=[RANK]`` (which DDP
+refuses for a CPU module). ``distributed_variant`` fixes exactly that in a subclass of the
+same name, so results folders, checkpoints and nnU-Net's trainer lookup are unchanged:
+
+- the device is ``cuda:LOCAL_RANK``, or the CPU (gloo) where training runs on CPUs;
+- DDP with ``static_graph``: only parameters that train are synchronised, and trainable
+  ones a step does not use (SAM's IoU head beside a class head) raise no error;
+- each rank draws its batches from its own seed (fold, rank and epoch);
+- only rank 0 writes files (nnU-Net already keeps checkpoints, logs and plots to rank 0;
+  its copies of ``plans.json``, ``dataset.json`` and the fingerprint are kept to
+  rank 0 here).
+
+The rest is nnU-Net's: the global batch split over the ranks, Dice over the whole global
+batch, losses gathered for its log, validation cases sharded over the ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+from unittest import mock
+
+import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from samnet.trainers.sam_trainer import NNUNET_DEFAULT_DEVICE
+
+# Base of every rank's data seed (numpy and random of the training process).
+DATA_SEED = 12345
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that ``torchrun`` started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_device(requested: torch.device) -> torch.device:
+    """This rank's device: the node-local GPU ``LOCAL_RANK`` for CUDA, else the CPU."""
+    if requested.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def join_process_group(requested: torch.device) -> bool:
+    """Join the group ``torchrun`` set up (NCCL on GPUs, gloo on CPUs); False when this
+    process was started alone."""
+    if not launched_by_torchrun():
+        return False
+    if not dist.is_initialized():
+        device = rank_device(requested)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def is_rank_zero() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank, where there are several."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def rank_zero_first(enabled: bool) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. builds a shared cache), then the others do."""
+    first = is_rank_zero()
+    if enabled and not first:
+        dist.barrier()
+    yield
+    if enabled and first:
+        dist.barrier()
+
+
+def data_seed(fold: int, rank: int, epoch: int) -> int:
+    """A seed of its own for each fold, rank and starting epoch (a resumed run draws anew)."""
+    return int(
+        np.random.SeedSequence([DATA_SEED, fold, rank, epoch]).generate_state(1)[0]
+    )
+
+
+class DistributedTrainerMixin:
+    """Put before an nnU-Net trainer class; see the module docstring."""
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = NNUNET_DEFAULT_DEVICE,
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp:
+            self.device = rank_device(device)
+            if self.device.type != "cuda":
+                self.grad_scaler = None
+
+    def initialize(self) -> None:
+        if not self.is_ddp or self.was_initialized:
+            return super().initialize()
+        # nnU-Net would wrap with device_ids=[global rank]; it builds everything else alone.
+        self.is_ddp = False
+        try:
+            super().initialize()
+        finally:
+            self.is_ddp = True
+        self._set_batch_size_and_oversample()  # this rank's share of the global batch
+        if self.device.type == "cuda":
+            self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
+        self.network = DistributedDataParallel(
+            self.network,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            static_graph=True,
+        )
+        self.loss = (
+            self._build_loss()
+        )  # Dice gathered over every rank's part of the batch
+
+    def on_train_start(self) -> None:
+        if not self.is_ddp:
+            return super().on_train_start()
+        seed = data_seed(self.fold, self.local_rank, self.current_epoch)
+        np.random.seed(seed)
+        random.seed(seed)
+        if self.local_rank == 0:
+            return super().on_train_start()
+        # Every rank would write the same plans.json, dataset.json and fingerprint copy
+        # into the shared folder; this process is not rank 0, so nothing it does here
+        # is written.
+        skip = lambda *_, **__: None
+        with (
+            mock.patch.object(nnunet_trainer_module, "save_json", skip),
+            mock.patch.object(nnunet_trainer_module.shutil, "copyfile", skip),
+        ):
+            return super().on_train_start()
+
+
+def distributed_variant(trainer_class: type) -> type:
+    """``trainer_class`` with ``DistributedTrainerMixin``, under the same name."""
+    return type(
+        trainer_class.__name__,
+        (DistributedTrainerMixin, trainer_class),
+        {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__},
+    )
