@@ -307,3 +307,28 @@ def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained) -> No
 
     again = plan_and_train(environment, *arguments)
     assert again.returncode == 1 and "samnet_slurm: already exists" in again.stderr
+
+
+def test_pretrain_writes_base_weights_that_load_with_their_identity(trained) -> None:
+    from conftest import run_module
+
+    from samnet.models.network import build_network
+
+    environment, results, _ = trained
+    arguments = [str(DEMO_ID), "--steps", "3", "--batch-size", "2", "--device", "cpu"]
+    run = run_module(environment, "samnet.pretrain", *arguments)
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = results / "samnet_pretrain"
+    record = json.loads((folder / "pretrain.json").read_text())
+    assert len(record["losses"]) == 3 and record["dataset"] == NAME
+    assert (folder / "pretrain_loss.png").stat().st_size > 0
+    assert not (folder / "state.pth").exists()
+    weights = folder / "lite_medsam_pretrained.pth"
+    assert f"--checkpoint {weights}" in run.stdout
+    _, base = build_network("lite_medsam", 1, 3, image_size=128, checkpoint=weights)
+    assert base.sha256 == record["sha256"]
+
+    again = run_module(environment, "samnet.pretrain", *arguments)
+    assert (
+        again.returncode == 1 and "holds finished pre-trained weights" in again.stderr
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from samnet.models.backbones import BackboneSpec
 
 CHECKPOINT_DIRS_VARIABLE = "SAMNET_CHECKPOINTS"
+# What samnet_pretrain writes beside a base checkpoint it made: ``WEIGHTS<suffix>``.
+PRETRAINED_FORMAT = "samnet-pretrained-base/1"
+IDENTITY_SUFFIX = ".identity.json"
 
 # How many keys of each kind a mismatch error names before it only counts the rest.
 SHOWN_KEYS = 5
@@ -101,11 +105,13 @@ def load_backbone_weights(sam: Sam, spec: BackboneSpec, path: Path) -> BaseWeigh
     """Load ``spec``'s weight file into the native-size ``sam``, strictly and hash-checked."""
     fix = checkpoint_fix(spec)
     digest = file_sha256(path)
-    if spec.sha256 is not None and digest != spec.sha256:
+    known = spec.sha256 is None or digest == spec.sha256
+    if not known and not continues_backbone(path, spec, digest):
         raise SamnetError(
             path,
             f"sha256 is {digest}, but the {spec.name} weights have {spec.sha256}: "
-            "the file is damaged or holds other weights",
+            "the file is damaged or holds other weights (weights from samnet_pretrain "
+            f"are accepted with their {IDENTITY_SUFFIX} beside them)",
             fix,
         )
     state = {
@@ -115,6 +121,39 @@ def load_backbone_weights(sam: Sam, spec: BackboneSpec, path: Path) -> BaseWeigh
     }
     load_strictly(sam, state, path, f"the weights of backbone {spec.name!r}", fix)
     return BaseWeights(spec.name, str(path.resolve()), digest)
+
+
+def identity_path(weights: Path) -> Path:
+    """Where the identity of a pre-trained base checkpoint lies."""
+    return weights.with_name(weights.name + IDENTITY_SUFFIX)
+
+
+def continues_backbone(path: Path, spec: BackboneSpec, digest: str) -> bool:
+    """Whether ``path`` is samnet_pretrain's continuation of ``spec``'s known weights.
+
+    False when no identity lies beside it; an error when one does but does not fit.
+    """
+    record_path = identity_path(path)
+    if not record_path.is_file():
+        return False
+    record = json.loads(record_path.read_text())
+    expected = {
+        "format": PRETRAINED_FORMAT,
+        "backbone": spec.name,
+        "sha256": digest,
+        "parent_sha256": spec.sha256,
+    }
+    found = {key: record.get(key) for key in expected}
+    if found != expected:
+        wrong = sorted(k for k in expected if found[k] != expected[k])
+        raise SamnetError(
+            record_path,
+            f"does not describe {path.name} as a continuation of the {spec.name} "
+            f"weights: {', '.join(f'{k} is {found[k]!r}, not {expected[k]!r}' for k in wrong)}",
+            "use the weights and identity file samnet_pretrain wrote together, unchanged, "
+            "or run samnet_pretrain again",
+        )
+    return True
 
 
 def checkpoint_fix(spec: BackboneSpec) -> str:

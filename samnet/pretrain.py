@@ -1,0 +1,183 @@
+"""``samnet_pretrain``: continue pre-training the SAM encoder on a dataset's own slices.
+
+    samnet_pretrain Dataset004_Hippocampus --steps 300 --batch-size 8
+    samnet_plan_and_train Dataset004_Hippocampus --checkpoint \\
+        $nnUNet_results/Dataset004_Hippocampus/samnet_pretrain/lite_medsam_pretrained.pth --overwrite
+
+Masked image modelling (``samnet.pretraining``) on random windows of every slice the SAM
+configuration sees, as nnU-Net preprocessed them for ``sam_2d`` (labels are never read),
+starting from the plan's base weights at the plan's input size. Writes to
+``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their identity,
+``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``. Interrupted
+runs resume from ``state.pth`` when re-run with the same budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import time
+from pathlib import Path
+
+from samnet.errors import SamnetError, cli_entry
+from samnet.plan_and_train import positive_int
+
+STATE_FILE = "state.pth"
+BUDGET_FILE = "budget.json"
+RECORD_FILE = "pretrain.json"
+CURVE_FILE = "pretrain_loss.png"
+OUTPUT_FOLDER = "samnet_pretrain"
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="samnet_pretrain",
+        description="Continue pre-training the planned SAM encoder on the dataset's own "
+        "slices (masked image modelling, labels unused); writes new base weights.",
+    )
+    parser.add_argument("dataset", help="DatasetNNN, its full name or its id")
+    parser.add_argument("--steps", type=positive_int, default=300)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--mask-ratio", type=float, default=0.6)
+    parser.add_argument(
+        "--mask-patch",
+        type=positive_int,
+        default=32,
+        help="side of a hidden patch (px)",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--overwrite", action="store_true", help="start again")
+    return parser.parse_args(argv)
+
+
+def sam_configuration(dataset_name: str) -> dict:
+    """The ``sam_2d`` configuration of the dataset's SAM plans."""
+    from samnet.paths import preprocessed_folder
+    from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
+
+    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
+    if not plans_file.is_file():
+        raise SamnetError(
+            plans_file,
+            "no SAM plan, so there is nothing to say which encoder and slices to use",
+            f"plan first: samnet_plan {dataset_name} (or samnet_plan_and_train)",
+        )
+    return json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
+
+
+def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
+    """Start ``folder`` for ``budget``, or continue the run it holds with the same budget."""
+    if overwrite and folder.exists():
+        shutil.rmtree(folder)
+    if (folder / RECORD_FILE).exists():
+        raise SamnetError(
+            folder,
+            "holds finished pre-trained weights",
+            "use them (--checkpoint, see pretrain.json), or pass --overwrite to start again",
+        )
+    recorded = folder / BUDGET_FILE
+    if recorded.exists() and json.loads(recorded.read_text()) != budget:
+        raise SamnetError(
+            recorded,
+            f"this run was started with {recorded.read_text()}, not {budget}",
+            "re-run with the same options to resume, or pass --overwrite to start again",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(budget))
+
+
+def plot_losses(losses: list[float], path: Path) -> None:
+    from samnet.report_plots import figure_file
+
+    with figure_file(path, 1, (6, 3.5)) as (axes,):
+        axes.plot(range(1, len(losses) + 1), losses, linewidth=0.8)
+        axes.set_xlabel("optimizer step")
+        axes.set_ylabel("L1 on hidden pixels")
+        axes.set_title("continued pre-training (masked image modelling)")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    from samnet.paths import configure_environment, preprocessed_folder, results_folder
+
+    configure_environment()
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from samnet.datasets import find_raw_dataset
+    from samnet.models.backbones import get_backbone
+    from samnet.models.network import build_network
+    from samnet.planners.sam_plan import SamPlan
+    from samnet.pretraining.identity import save_pretrained_base
+    from samnet.pretraining.masked_image_model import MaskedImageModel
+    from samnet.pretraining.slices import slice_windows
+    from samnet.pretraining.training import PretrainBudget, pretrain
+    from samnet.training import resolve_device
+
+    dataset_name = find_raw_dataset(args.dataset).name
+    configuration = sam_configuration(dataset_name)
+    plan = SamPlan.from_dict(configuration["sam"])
+    spec = get_backbone(plan.backbone)
+    folder = results_folder() / dataset_name / OUTPUT_FOLDER
+    budget = PretrainBudget(args.steps, args.batch_size, args.learning_rate)
+    options = {"mask_ratio": args.mask_ratio, "mask_patch": args.mask_patch}
+    claim_folder(folder, {**budget.__dict__, **options}, args.overwrite)
+    data = preprocessed_folder() / dataset_name / configuration["data_identifier"]
+    dataset_class = infer_dataset_class(str(data))
+    dataset = dataset_class(str(data))
+    cases = [dataset.load_case(case)[0] for case in dataset.identifiers]
+    channels = cases[0].shape[0]
+    network, parent = build_network(
+        plan.backbone,
+        channels,
+        2,
+        image_size=plan.input_size,
+        checkpoint=plan.checkpoint,
+    )
+    model = MaskedImageModel(
+        network.input_adapter,
+        network.sam.image_encoder,
+        spec.embedding_stride,
+        mask_ratio=args.mask_ratio,
+        mask_patch=args.mask_patch,
+    )
+    window = tuple(configuration["patch_size"])
+    start = time.perf_counter()
+    losses = pretrain(
+        model,
+        lambda seed: slice_windows(cases, window, args.batch_size, seed),
+        budget,
+        folder / STATE_FILE,
+        resolve_device(args.device),
+    )
+    weights = folder / f"{plan.backbone}_pretrained.pth"
+    record = {
+        "dataset": dataset_name,
+        "cases": len(cases),
+        "slices": sum(case.shape[1] for case in cases),
+        "input_size": plan.input_size,
+        "budget": budget.__dict__,
+        **options,
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds_this_run": round(time.perf_counter() - start, 1),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    base = save_pretrained_base(network.sam.cpu(), spec, weights, parent, record)
+    plot_losses(losses, folder / CURVE_FILE)
+    (folder / RECORD_FILE).write_text(
+        json.dumps({**record, "sha256": base.sha256, "losses": losses}, indent=2)
+    )
+    (folder / STATE_FILE).unlink()
+    print(
+        f"samnet: pre-trained {plan.backbone} weights in {weights} (sha256 {base.sha256[:12]}); "
+        f"fine-tune from them with: samnet_plan_and_train {dataset_name} "
+        f"--checkpoint {weights} --overwrite"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Pre-trained encoder weights as a new base checkpoint with an identity of its own.
+
+The file holds the whole SAM state at the backbone's native size, so it loads strictly
+wherever the original weights do (``--checkpoint PATH``). Beside it,
+``WEIGHTS.identity.json`` records its sha256, the sha256 and path of the weights it
+continued, and how it was made; ``samnet.models.checkpoint_files`` checks it before
+accepting weights whose hash is not the backbone's known one. Fine-tuned checkpoints name
+this file's sha256 as their base, so they load only on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, Sam
+
+from samnet.models.backbone_resize import interpolate_pos_embed
+from samnet.models.backbones import BackboneSpec
+from samnet.models.checkpoint_files import (
+    PRETRAINED_FORMAT,
+    BaseWeights,
+    file_sha256,
+    identity_path,
+)
+from samnet.preprocessing.atomic import atomic_file
+
+
+def native_state(sam: Sam, spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    """``sam``'s state as the backbone's weight file has it: a ViT's position embedding
+    back on the native patch grid (the model may run at another input size)."""
+    state = {
+        name: tensor.detach().cpu().clone() for name, tensor in sam.state_dict().items()
+    }
+    encoder = sam.image_encoder
+    if isinstance(encoder, ImageEncoderViT) and encoder.pos_embed is not None:
+        grid = spec.native_size // spec.embedding_stride
+        state["image_encoder.pos_embed"] = interpolate_pos_embed(
+            state["image_encoder.pos_embed"], grid
+        )
+    return state
+
+
+def save_pretrained_base(
+    sam: Sam, spec: BackboneSpec, path: Path, parent: BaseWeights, record: dict
+) -> BaseWeights:
+    """Write ``sam`` as a base checkpoint of ``spec`` at ``path``, and its identity beside
+    it (both atomically); ``record`` says how it was made. Returns its identity."""
+    with atomic_file(path) as handle:
+        torch.save(native_state(sam, spec), handle)
+    digest = file_sha256(path)
+    identity = {
+        "format": PRETRAINED_FORMAT,
+        "backbone": spec.name,
+        "sha256": digest,
+        "parent_sha256": parent.sha256,
+        "parent_path": parent.path,
+        **record,
+    }
+    with atomic_file(identity_path(path)) as handle:
+        handle.write(json.dumps(identity, indent=2).encode())
+    return BaseWeights(spec.name, str(path.resolve()), digest)
