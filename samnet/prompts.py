@@ -41,3 +41,45 @@ def binary_dice(reference: np.ndarray, prediction: np.ndarray) -> float:
         if total
         else float("nan")
     )
+
+
+def jittered_box(
+    mask: np.ndarray, generator: np.random.Generator, jitter: float = 0.1
+) -> list[float]:
+    """An annotator's rough box around a non-empty 2D binary mask: each side of the tight
+    box moved by up to ``jitter`` times the box's extent along it, inwards or outwards,
+    then clipped to the image; never empty (each side keeps at least one pixel).
+    """
+    x0, y0, x1, y1 = box_from_mask(mask)
+    height, width = mask.shape
+    extent = np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
+    shifts = generator.uniform(-jitter, jitter, size=4) * extent
+    x0, y0, x1, y1 = np.array([x0, y0, x1, y1]) + shifts
+    x0, x1 = float(np.clip(x0, 0, width - 1)), float(np.clip(x1, 1, width))
+    y0, y1 = float(np.clip(y0, 0, height - 1)), float(np.clip(y1, 1, height))
+    return [x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)]
+
+
+def sampled_clicks(
+    mask: np.ndarray,
+    generator: np.random.Generator,
+    positives: int = 1,
+    negatives: int = 0,
+    margin: int = 5,
+) -> tuple[list[list[float]], list[int]]:
+    """Clicks as an annotator gives them on a non-empty 2D binary mask: ``positives``
+    inside, drawn from the deeper half of the object (distance to its border at least half
+    the deepest pixel's), and ``negatives`` outside, within ``margin`` pixels of it (anywhere
+    outside when that ring is empty). Returns ``[x, y]`` points and labels (1 in, 0 out).
+    """
+    if not mask.any():
+        raise ValueError("cannot click inside an empty mask")
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    inside = np.argwhere(depth >= depth.max() / 2)
+    ring = ndimage.binary_dilation(mask, iterations=margin) & ~mask
+    outside = np.argwhere(ring if ring.any() else ~mask)
+    chosen = [inside[generator.integers(len(inside), size=positives)]]
+    if negatives and len(outside):
+        chosen.append(outside[generator.integers(len(outside), size=negatives)])
+    points = [[float(column), float(row)] for row, column in np.concatenate(chosen)]
+    return points, [1] * positives + [0] * (len(points) - positives)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from samnet.prompted import segment_volume
-from samnet.prompts import binary_dice, box_from_mask, interior_point
+from samnet.prompts import (
+    binary_dice,
+    box_from_mask,
+    interior_point,
+    jittered_box,
+    sampled_clicks,
+)
 
 
 def test_box_is_tight_with_exclusive_end() -> None:
@@ -91,3 +97,38 @@ def test_volume_is_encoded_and_prompted_once_per_slice_with_a_class() -> None:
         # The two answers overlap at (2..4, 2..4): class 2's larger logit wins there.
         assert volume[0, 0, 0] == 1 and volume[0, 2, 2] == 2 and volume[0, 4, 4] == 2
         assert volume[2, 0, 0] == 2  # the only class of slice 2 is its first prompt
+
+
+def test_jittered_boxes_stay_in_the_image_within_the_jitter_of_the_tight_box() -> None:
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[0:8, 20:30] = True  # touches the top and right border
+    tight = np.array(box_from_mask(mask))
+    extent = np.array([10, 8, 10, 8])
+    generator = np.random.default_rng(0)
+    boxes = np.array([jittered_box(mask, generator, jitter=0.2) for _ in range(300)])
+    assert (boxes[:, [0, 2]] >= 0).all() and (boxes[:, [0, 2]] <= 30).all()
+    assert (boxes[:, [1, 3]] >= 0).all() and (boxes[:, [1, 3]] <= 20).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert (np.abs(boxes - tight) <= 0.2 * extent + 1e-9).all()
+    assert (np.abs(boxes - tight) > 0.1 * extent).any()  # it does move the sides
+    assert jittered_box(mask, generator, jitter=0.0) == list(tight)
+
+
+def test_clicks_are_inside_and_outside_near_the_object() -> None:
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[10:30, 10:20] = True
+    generator = np.random.default_rng(1)
+    for _ in range(50):
+        points, labels = sampled_clicks(mask, generator, positives=2, negatives=3)
+        assert labels == [1, 1, 0, 0, 0]
+        for (x, y), label in zip(points, labels):
+            assert mask[int(y), int(x)] == bool(label)
+            if label:  # from the deeper half: at least 2.5 px from the border
+                assert 12 <= x <= 17 and 12 <= y <= 27
+            else:  # within 5 px of the object
+                assert 5 <= x < 25 and 5 <= y < 35
+    full = np.ones((6, 6), dtype=bool)
+    points, labels = sampled_clicks(full, generator, positives=1, negatives=2)
+    assert labels == [1]  # nothing outside to click
+    with pytest.raises(ValueError, match="empty"):
+        sampled_clicks(np.zeros((4, 4), dtype=bool), generator)
