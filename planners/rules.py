@@ -24,6 +24,7 @@ from samnet.planners.cost_model import StepCost, step_cost, training_hours
 from samnet.planners.fingerprint import SamFingerprint
 from samnet.planners.hardware import Hardware
 from samnet.planners.sam_plan import (
+    PROMPT_KINDS,
     Decision,
     FewShotPlan,
     OptimizerPlan,
@@ -151,8 +152,9 @@ class Planner:
         self.decide("intensity_mapping", spec.normalization, intensity_reason(fp, spec))
         epochs, iterations = self.budget_rule()
         few_shot = self.few_shot_rule()
+        prompts = self.prompts_rule(few_shot)
         mode, cost, batch = self.encoder_mode_rule(
-            spec, input_size, epochs * iterations, few_shot
+            spec, input_size, epochs * iterations, few_shot, prompts
         )
         peft, because = peft_rule(mode, backbone, self.overrides)
         if self.overrides.get("peft"):
@@ -184,6 +186,7 @@ class Planner:
             budget=TrainingBudget(epochs, iterations, batch),
             test_time_mirroring=mirroring,
             few_shot=few_shot,
+            prompts=prompts,
             decisions=tuple(self.decisions),
         )
         return PlanResult(sam, factor, tuple(patch), batch)
@@ -222,7 +225,7 @@ class Planner:
         elif shots is not None:
             few_shot = FewShotPlan(shots, seed)
             because = f"{user_reason('few_shot')}: {shots} slices of each fold's training cases, chosen automatically"
-        elif slices <= FEW_SHOT_MAX_LABELLED_SLICES:
+        elif slices <= FEW_SHOT_MAX_LABELLED_SLICES and not overrides.get("prompts"):
             shots = max(1, min(FEW_SHOT_SHOTS, slices * 4 // 5))
             few_shot = FewShotPlan(shots, seed)
             because = (
@@ -245,12 +248,52 @@ class Planner:
         self.decisions.append(Decision("few_shot", value, because))
         return few_shot
 
+    def prompts_rule(self, few_shot: FewShotPlan | None) -> tuple[str, ...] | None:
+        """The prompt kinds to train SAM to follow (``--prompts``), or None: prompt-free."""
+        given = self.overrides.get("prompts")
+        if given is None:
+            self.decisions.append(
+                Decision(
+                    "prompts",
+                    "off",
+                    "prompt-free: samnet segments new images without an annotator; "
+                    "--prompts box|point|box,point trains SAM to follow an annotator's "
+                    "boxes or clicks instead (Gu et al. 2024's prompt-based setting)",
+                )
+            )
+            return None
+        kinds = tuple(kind.strip() for kind in given.split(","))
+        if not set(kinds) <= set(PROMPT_KINDS):
+            raise SamnetError(
+                None,
+                f"--prompts {given}: the kinds are {', '.join(PROMPT_KINDS)}",
+                "use --prompts box, --prompts point or --prompts box,point",
+            )
+        if few_shot is not None:
+            raise SamnetError(
+                None,
+                "few-shot mode and prompted training are different models",
+                "drop --prompts, or drop --few-shot/--support",
+            )
+        self.decisions.append(
+            Decision(
+                "prompts",
+                list(kinds),
+                f"{user_reason('prompts')}: one {' or '.join(kinds)} per object on each "
+                "training slice, simulated from the reference as an annotator gives them "
+                "(boxes jittered by up to 10% of their size; one click inside, one just "
+                "outside)",
+            )
+        )
+        return kinds
+
     def encoder_mode_rule(
         self,
         spec: BackboneSpec,
         input_size: int,
         steps: int,
         few_shot: FewShotPlan | None = None,
+        prompts: tuple[str, ...] | None = None,
     ) -> tuple[str, StepCost, int]:
         """The most capable encoder mode that fits the time allowance, its cost and batch size."""
         fp, hw = self.fingerprint, self.hardware
@@ -272,19 +315,28 @@ class Planner:
                 f"--encoder-mode {self.overrides['encoder_mode']} cannot train --peft {self.overrides['peft']}",
                 f"use --encoder-mode {' or '.join(allowed)}, or leave it to the planner",
             )
-        if few_shot is not None:
+        if few_shot is not None or prompts is not None:
+            name, option = (
+                ("few-shot mode", "--few-shot/--support")
+                if few_shot is not None
+                else ("prompted training", "--prompts")
+            )
             if "cached" not in allowed or self.overrides.get("encoder_mode") not in (
                 None,
                 "cached",
             ):
                 raise SamnetError(
                     None,
-                    "few-shot mode trains the decoder on a frozen, cached encoder, not "
+                    f"{name} trains the decoder on a frozen, cached encoder, not "
                     f"--peft {self.overrides.get('peft')} / --encoder-mode {self.overrides.get('encoder_mode')}",
-                    "drop --peft and --encoder-mode (or use --peft decoder), or drop --few-shot/--support",
+                    f"drop --peft and --encoder-mode (or use --peft decoder), or drop {option}",
                 )
             mode = "cached"
-            because = "few-shot mode (Xie et al. 2024): the encoder is frozen and its embeddings of the support slices are computed once; only the decoder and the prompt projection train"
+            because = (
+                "few-shot mode (Xie et al. 2024): the encoder is frozen and its embeddings of the support slices are computed once; only the decoder and the prompt projection train"
+                if few_shot is not None
+                else "prompted training: the encoder is frozen and its embeddings are cached; the mask decoder learns to follow the prompts"
+            )
         elif fp.labelled_cases <= FEW_LABELLED_CASES and "cached" in allowed:
             mode = "cached"
             because = f"only {fp.labelled_cases} labelled cases: Xie et al. 2024 train the decoder on cached embeddings of the frozen encoder, which does not overfit a few labels"

@@ -26,6 +26,8 @@ from samnet.errors import SamnetError
 #   and the decoder train (PEFT in encoder and decoder, Gu et al. 2024, affordable on CPU).
 ENCODER_MODES = ("trained", "cached", "prefix_cached")
 SCHEDULES = ("cosine", "poly")
+# What a prompted model can be trained to follow (samnet.prompts.simulate_prompts).
+PROMPT_KINDS = ("box", "point")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class SamPlan:
       budget: see ``TrainingBudget``.
       test_time_mirroring: predict with nnU-Net's mirroring augmentation.
       few_shot: see ``FewShotPlan``; None trains on every labelled slice.
+      prompts: the prompt kinds (``PROMPT_KINDS``) the model is trained to follow, one
+        per object, simulated from the reference (Gu et al.'s prompt-based setting);
+        None: prompt-free.
       decisions: every choice above with its reason, in planning order.
     """
 
@@ -126,6 +131,7 @@ class SamPlan:
     budget: TrainingBudget
     test_time_mirroring: bool = True
     few_shot: FewShotPlan | None = None
+    prompts: tuple[str, ...] | None = None
     decisions: tuple[Decision, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -134,6 +140,14 @@ class SamPlan:
                 None,
                 f"sam.encoder_mode {self.encoder_mode!r} is not one of {ENCODER_MODES}",
                 "correct the sam block of the plans or re-plan with samnet_plan",
+            )
+        if self.prompts is not None and (
+            not self.prompts or not set(self.prompts) <= set(PROMPT_KINDS)
+        ):
+            raise SamnetError(
+                None,
+                f"sam.prompts {list(self.prompts)} is not a list of {PROMPT_KINDS}",
+                "correct the sam block of the plans or re-plan with samnet_plan --prompts",
             )
         if self.optimizer.schedule not in SCHEDULES:
             raise SamnetError(
@@ -162,6 +176,9 @@ class SamPlan:
                     "optimizer": OptimizerPlan(**data["optimizer"]),
                     "budget": TrainingBudget(**data["budget"]),
                     "few_shot": _few_shot_from(data.get("few_shot")),
+                    "prompts": None
+                    if data.get("prompts") is None
+                    else tuple(data["prompts"]),
                     "decisions": tuple(
                         Decision(**d) for d in data.get("decisions", ())
                     ),

@@ -45,11 +45,20 @@ FEW_SHOT_TRAINER = "nnUNetTrainerSAMFewShot"
 SUPPORT_TRAINERS = ("nnUNetTrainerSupportSlices", "nnUNetTrainerSupportSlices10x")
 
 
-def sam_method(
-    plans_identifier: str, configuration: str, encoder_mode: str, few_shot: bool = False
-) -> Method:
-    """The SAM trainer that runs ``encoder_mode`` (or few-shot mode) on a SAM configuration."""
-    trainer = FEW_SHOT_TRAINER if few_shot else SAM_TRAINERS[encoder_mode]
+# Plans with ``prompts`` train SAM to follow them (samnet.trainers.prompted_trainer); its
+# validation prompts from the reference, so reports mark it and never choose it as best.
+PROMPTED_TRAINER = "nnUNetTrainerSAMPrompted"
+
+
+def sam_method(plans_identifier: str, configuration: str, sam_block: dict) -> Method:
+    """The SAM trainer a plan's ``sam`` block needs: few-shot, prompted, or the one that
+    runs its encoder mode."""
+    if sam_block.get("few_shot") is not None:
+        trainer = FEW_SHOT_TRAINER
+    elif sam_block.get("prompts") is not None:
+        trainer = PROMPTED_TRAINER
+    else:
+        trainer = SAM_TRAINERS[sam_block["encoder_mode"]]
     return Method(trainer, plans_identifier, configuration)
 
 

@@ -34,11 +34,20 @@ OVERRIDE_OPTIONS = {
         "FILE (JSON or CSV of case, slice) listing the support slices; implies few-shot mode",
     ),
     "few_shot_seed": (int, "seed of the automatic choice of support slices"),
+    "prompts": (
+        str,
+        "box, point or box,point: train SAM to follow an annotator's prompts instead",
+    ),
 }
 # samnet_plan records these in the plan; samnet_plan_and_train applies its budget to
 # every method at training time instead, so a new budget does not need a new plan.
 BUDGET_OPTIONS = ("epochs", "iterations_per_epoch", "batch_size")
-METAVARS = {"few_shot": "K", "support": "FILE", "few_shot_seed": "SEED"}
+METAVARS = {
+    "few_shot": "K",
+    "support": "FILE",
+    "few_shot_seed": "SEED",
+    "prompts": "KINDS",
+}
 CHOICES = {
     "peft": ("lora", "adapter", "full", "decoder"),
     "encoder_mode": ("trained", "prefix_cached", "cached"),

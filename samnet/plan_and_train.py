@@ -281,7 +281,7 @@ def plan_and_train(args: argparse.Namespace) -> Path | None:
     if lowres:
         baselines.append(lowres_baseline(sam_plans, sam_configurations))
     few_shot = sam_block.get("few_shot") is not None
-    sam = sam_method(SAM_PLANS, SAM_CONFIGURATION, sam_block["encoder_mode"], few_shot)
+    sam = sam_method(SAM_PLANS, SAM_CONFIGURATION, sam_block)
     if few_shot and "sam" in args.methods:
         reason = next(d for d in sam_block["decisions"] if d["what"] == "few_shot")
         print(f"samnet: few-shot mode: {reason['because']}")

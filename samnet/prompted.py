@@ -1,4 +1,5 @@
-"""Zero-shot SAM with prompts simulated from the reference, slice by slice.
+"""SAM with prompts simulated from the reference, slice by slice: zero-shot, and the
+evaluation of prompted fine-tuning (``prompted_volume_logits``).
 
 The comparison baselines of few-shot mode (Xie et al. 2024): SAM given, on every slice
 where a class appears in the reference, one prompt for that class (a tight box, or one
@@ -14,8 +15,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from samnet.models.network import SamSegmentationNetwork
-from samnet.prompts import box_from_mask, interior_point
+from samnet.models.network import UNPROMPTED_LOGIT, SamSegmentationNetwork
+from samnet.prompts import box_from_mask, interior_point, simulate_prompts
 
 PromptKind = Literal["box", "point"]
 
@@ -73,3 +74,33 @@ def segment_volume(
         for z in range(reference.shape[0])
     ]
     return {kind: np.stack([labels[kind] for labels in slices]) for kind in kinds}
+
+
+@torch.inference_mode()
+def prompted_volume_logits(
+    network: SamSegmentationNetwork,
+    volume: np.ndarray,
+    reference: np.ndarray,
+    classes: list[int],
+    kinds: tuple[str, ...],
+    generator: np.random.Generator,
+) -> torch.Tensor:
+    """Class logits ``K x Z x H x W`` of a ``C x Z x H x W`` volume, slice by slice, each
+    slice prompted as an annotator would from ``reference`` (``simulate_prompts``).
+
+    Slices without any class in the reference get background everywhere: nobody would
+    prompt them. Each prompted slice is encoded whole (the input adapter resizes it).
+    """
+    size = tuple(reference.shape[1:])
+    empty = torch.full((network.class_head.num_classes, *size), UNPROMPTED_LOGIT)
+    empty[0] = 0.0
+    slices = []
+    for z in range(reference.shape[0]):
+        prompts = simulate_prompts(reference[z], classes, kinds, generator)
+        if not prompts:
+            slices.append(empty)
+            continue
+        image = torch.from_numpy(np.ascontiguousarray(volume[:, z], dtype=np.float32))
+        embeddings = network.encode(image[None])
+        slices.append(network.decode_class_prompts(embeddings, size, [prompts])[0])
+    return torch.stack(slices, dim=1)

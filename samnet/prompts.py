@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -83,3 +85,44 @@ def sampled_clicks(
         chosen.append(outside[generator.integers(len(outside), size=negatives)])
     points = [[float(column), float(row)] for row, column in np.concatenate(chosen)]
     return points, [1] * positives + [0] * (len(points) - positives)
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's prompt on one image: a box ``[x0, y0, x1, y1]`` or clicks ``[x, y]``
+    with labels (1 inside, 0 outside, -1 padding), in pixels of the image."""
+
+    label: int
+    box: list[float] | None = None
+    points: list[list[float]] | None = None
+    point_labels: list[int] | None = None
+
+
+# Clicks per object in prompted training: one inside, one just outside (padded when the
+# object leaves no outside to click).
+CLICKS = (1, 1)
+
+
+def simulate_prompts(
+    reference: np.ndarray,
+    classes: list[int],
+    kinds: tuple[str, ...],
+    generator: np.random.Generator,
+) -> list[ObjectPrompt]:
+    """An annotator's prompts for one 2D reference: one per class present in it (its whole
+    mask is the object), of a kind drawn from ``kinds`` ("box": ``jittered_box``, "point":
+    ``sampled_clicks``)."""
+    prompts = []
+    for label in classes:
+        mask = reference == label
+        if not mask.any():
+            continue
+        if kinds[generator.integers(len(kinds))] == "box":
+            prompts.append(ObjectPrompt(label, box=jittered_box(mask, generator)))
+            continue
+        points, labels = sampled_clicks(mask, generator, *CLICKS)
+        padding = sum(CLICKS) - len(points)
+        points += [[0.0, 0.0]] * padding
+        labels += [-1] * padding
+        prompts.append(ObjectPrompt(label, points=points, point_labels=labels))
+    return prompts

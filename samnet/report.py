@@ -39,7 +39,10 @@ REPORT_FOLDER = "samnet_report"
 METRIC_NOTE = (
     "Dice (and IoU) per volume on each fold's validation cases, foreground classes only; a class "
     "absent from both reference and prediction is NaN and skipped (nanmean), as in nnU-Net. Empty "
-    "slices stay in training and evaluation."
+    "slices stay in training and evaluation. A method marked 'prompted from the reference' "
+    "was given, on each slice where a class appears in the reference, a box or clicks "
+    "simulated from it, and nothing elsewhere: an upper bound of what an annotator's "
+    "prompts give, not an automatic method; it is never chosen as the best configuration."
 )
 
 
@@ -77,13 +80,16 @@ def build_report(dataset_name: str) -> dict:
     labels = sorted(label_names, key=int)
     file_ending = dataset_json["file_ending"]
     methods = read_methods(dataset_name, labels, file_ending)
-    folds = folds_of_every_method(methods)
+    # A model prompted from the reference cannot segment new images alone: it is
+    # reported, never chosen or ensembled.
+    automatic = {n: m for n, m in methods.items() if m["kind"] != "prompted"}
+    folds = folds_of_every_method(automatic or methods)
     ensembles, left_out = build_ensembles(
-        dataset_name, methods, labels, file_ending, folds
+        dataset_name, automatic, labels, file_ending, folds
     )
     candidates = {
         name: {"members": [name], "per_case": method["per_case"]}
-        for name, method in methods.items()
+        for name, method in automatic.items()
     } | ensembles
     best = select_best_configuration(candidates, labels, folds)
     return {

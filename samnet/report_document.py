@@ -65,10 +65,17 @@ def all_results(report: dict) -> dict[str, dict]:
     return report["methods"] | report["ensembles"]
 
 
+def shown_name(name: str, result: dict) -> str:
+    """A method's name, marked where its prompts came from the reference."""
+    if result.get("kind") == "prompted":
+        return f"{name} (prompted from the reference)"
+    return name
+
+
 def mean_sd_table(report: dict, metric: str) -> Table:
     rows = [
         [
-            name,
+            shown_name(name, result),
             str(len(result["folds"])),
             *(mean_sd(result[f"{metric}_over_cases"][k]) for k in class_keys(report)),
         ]
@@ -85,7 +92,7 @@ def mean_sd_table(report: dict, metric: str) -> Table:
 def per_fold_table(report: dict, metric: str) -> Table:
     rows = [
         [
-            name,
+            shown_name(name, method),
             fold,
             str(result["cases"]),
             *(number(result[metric][k]) for k in class_keys(report)),

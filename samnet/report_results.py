@@ -17,7 +17,7 @@ import json
 import pickle
 from pathlib import Path
 
-from samnet.methods import STATS_FILE, Method
+from samnet.methods import PROMPTED_TRAINER, STATS_FILE, Method
 from samnet.report_stats import (
     FOREGROUND,
     case_foreground,
@@ -35,7 +35,10 @@ CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
 
 
 def method_kind(method: Method) -> str:
-    """``"sam"`` for samnet's SAM trainers, ``"baseline"`` for every other trainer."""
+    """``"prompted"`` for SAM prompted from the reference (``PROMPTED_TRAINER``), ``"sam"``
+    for samnet's other SAM trainers, ``"baseline"`` for every other trainer."""
+    if method.trainer == PROMPTED_TRAINER:
+        return "prompted"
     return "sam" if method.trainer.startswith(SAM_TRAINER_PREFIX) else "baseline"
 
 

@@ -15,6 +15,7 @@ from samnet.prompts import (
     interior_point,
     jittered_box,
     sampled_clicks,
+    simulate_prompts,
 )
 
 
@@ -132,3 +133,29 @@ def test_clicks_are_inside_and_outside_near_the_object() -> None:
     assert labels == [1]  # nothing outside to click
     with pytest.raises(ValueError, match="empty"):
         sampled_clicks(np.zeros((4, 4), dtype=bool), generator)
+
+
+def test_simulated_prompts_cover_the_classes_present_and_nothing_else() -> None:
+    reference = np.zeros((30, 30), dtype=np.int64)
+    reference[2:10, 3:12] = 1
+    reference[15:25, 15:28] = 3
+    generator = np.random.default_rng(0)
+    kinds_seen = set()
+    for _ in range(40):
+        prompts = simulate_prompts(reference, [1, 2, 3], ("box", "point"), generator)
+        assert [p.label for p in prompts] == [1, 3]
+        for prompt in prompts:
+            mask = reference == prompt.label
+            if prompt.box is not None:
+                kinds_seen.add("box")
+                assert prompt.points is None
+                assert np.allclose(prompt.box, box_from_mask(mask), atol=0.1 * 13)
+            else:
+                kinds_seen.add("point")
+                assert len(prompt.points) == len(prompt.point_labels) == 2
+                for (x, y), label in zip(prompt.points, prompt.point_labels):
+                    assert label == -1 or mask[int(y), int(x)] == bool(label)
+    assert kinds_seen == {"box", "point"}
+    only_boxes = simulate_prompts(reference, [1, 3], ("box",), generator)
+    assert all(p.box is not None for p in only_boxes)
+    assert simulate_prompts(np.zeros((5, 5), int), [1], ("box",), generator) == []

@@ -468,3 +468,20 @@ def test_ensembles_without_reference_segmentations_say_so(
     reason = f"ensembles need the reference segmentations in {gt_folder}"
     assert report["ensembles_left_out"] == {SAM: reason, BASELINE: reason}
     assert report["best_configuration"]["best"] == SAM  # tie at 0.5: the first one
+
+
+def test_a_prompted_model_is_reported_marked_but_never_chosen(
+    fixture_results: Path,
+) -> None:
+    prompted = "nnUNetTrainerSAMPrompted__samnetPlans__sam_2d"
+    perfect = {label: [1.0] * 8 for label in SAM_DICE}
+    write_method(fixture_results.parent, prompted, perfect)
+    report = build_report(DATASET)
+    assert report["methods"][prompted]["kind"] == "prompted"
+    candidates = {c["name"] for c in report["best_configuration"]["candidates"]}
+    assert candidates == {SAM, BASELINE}
+    assert report["best_configuration"]["best"] == BASELINE
+    assert {c["method"] for c in report["comparisons"]} == {SAM}
+    markdown = (write_report(DATASET) / "report.md").read_text()
+    assert f"{prompted} (prompted from the reference)" in markdown
+    assert "never chosen as the best configuration" in markdown

@@ -18,7 +18,10 @@ from samnet.models.class_head import ClassHead
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.input_adapter import InputAdapter
 from samnet.models.trained_checkpoint import trained_state
+from samnet.prompts import ObjectPrompt
 
+# The logit of a class nobody prompted on an image, in prompted mode: far below background's 0.
+UNPROMPTED_LOGIT = -20.0
 # State-dict key of the base weights' sha256 (32 bytes; empty for random weights): a
 # trained-only state names the weights it must be loaded on top of.
 BASE_SHA256_KEY = "base_weights_sha256"
@@ -79,6 +82,9 @@ class SamSegmentationNetwork(nn.Module):
         self.class_head = head(sam.mask_decoder, num_classes)
         self.base_weights = base_weights
         self.cached_input: CachedInput | None = None
+        # While set (one list per image of the batch), ``forward`` follows these prompts
+        # (``decode_class_prompts``) instead of the prompt-free head: prompted training.
+        self.class_prompts: list[list[ObjectPrompt]] | None = None
         # A FastEncoder copy of the frozen encoder for CPU inference, made on first use;
         # a tuple, so nn.Module does not register it (it is not part of the state).
         self._inference_encoder: tuple[FastEncoder, ...] = ()
@@ -134,12 +140,17 @@ class SamSegmentationNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``B x C x H x W`` -> logits ``B x K x H x W``; while ``cached_input`` is
-        set, cached encoder outputs (see ``CachedInput``) -> logits of its output size."""
+        set, cached encoder outputs (see ``CachedInput``) -> logits of its output size;
+        while ``class_prompts`` is set, by the prompted path (``decode_class_prompts``)."""
         if self.cached_input is None:
-            return self.decode(self.encode(x), tuple(x.shape[-2:]))
-        rest = self.cached_input.rest
-        embeddings = x if rest is None else rest(x)
-        return self.decode(embeddings, self.cached_input.output_size)
+            embeddings, size = self.encode(x), tuple(x.shape[-2:])
+        else:
+            rest = self.cached_input.rest
+            embeddings = x if rest is None else rest(x)
+            size = self.cached_input.output_size
+        if self.class_prompts is not None:
+            return self.decode_class_prompts(embeddings, size, self.class_prompts)
+        return self.decode(embeddings, size)
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What training changed (``trained_state``, detached copies) plus the base sha256."""
@@ -239,6 +250,51 @@ class SamSegmentationNetwork(nn.Module):
         return F.interpolate(
             masks, size=(height, width), mode="bilinear", align_corners=False
         )
+
+    def decode_class_prompts(
+        self,
+        embeddings: torch.Tensor,
+        size: tuple[int, int],
+        prompts: list[list[ObjectPrompt]],
+    ) -> torch.Tensor:
+        """Class logits ``B x K x H x W`` from one prompted mask per object.
+
+        ``embeddings`` ``B x D x h x w`` of images of ``size``; ``prompts[b]`` are image b's
+        objects, at most one per class. A prompted class's channel is its mask logit,
+        background's is 0 (so softmax and argmax see "object or not" per pixel), and a
+        class without a prompt gets ``UNPROMPTED_LOGIT``: nothing is asked of it there.
+        """
+        logits = embeddings.new_full(
+            (len(prompts), self.class_head.num_classes, *size), UNPROMPTED_LOGIT
+        )
+        logits[:, 0] = 0.0
+        for index, objects in enumerate(prompts):
+            for labels, tensors in prompt_groups(objects, embeddings.device):
+                masks = self.decode_prompted(
+                    embeddings[index : index + 1], size, **tensors
+                )
+                logits[index, labels] = masks[:, 0]
+        return logits
+
+
+def prompt_groups(
+    objects: list[ObjectPrompt], device: torch.device
+) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+    """One image's objects as ``decode_prompted`` takes them: the boxed ones together,
+    the clicked ones together; each group with its objects' labels."""
+    groups = []
+    boxed = [o for o in objects if o.box is not None]
+    if boxed:
+        boxes = torch.tensor([o.box for o in boxed], device=device)
+        groups.append(([o.label for o in boxed], {"boxes": boxes}))
+    clicked = [o for o in objects if o.points is not None]
+    if clicked:
+        points = torch.tensor([o.points for o in clicked], device=device)
+        labels = torch.tensor([o.point_labels for o in clicked], device=device)
+        groups.append(
+            ([o.label for o in clicked], {"points": points, "point_labels": labels})
+        )
+    return groups
 
 
 def build_network(
