@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from samnet.errors import cli_entry
+from samnet.errors import SamnetError, cli_entry
 from samnet.inference.cli import add_model_arguments, selection_and_options
 from samnet.inference.file_formats import cases_in_folder
 from samnet.inference.run import predict_cases
@@ -45,15 +45,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-o", "--output", type=Path, required=True, help="folder for the segmentations"
     )
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="a prompts file (JSON: boxes, clicks or 3D boxes per case and class) for a "
+        "model trained with --prompts; see the README",
+    )
     args = parser.parse_args(argv)
+    from samnet.inference.prompted import is_prompted, predict_with_prompts
     from samnet.preprocessing.atomic import atomic_folder
 
     _, selection, options = selection_and_options(args)
     print(describe(selection))
     channels = channel_names(training_dataset_json(selection))
     cases = cases_in_folder(args.input, len(channels))
+    prompted = any(is_prompted(member) for member in selection.members)
+    if prompted and args.prompts is None:
+        raise SamnetError(
+            None,
+            f"{selection.name} was trained to follow prompts and segments nothing without them",
+            "pass --prompts FILE (see the README), or choose another --model",
+        )
     with atomic_folder(args.output, args.overwrite) as folder:
-        record = predict_cases(cases, folder, selection, options)
+        if args.prompts is not None:
+            record = predict_with_prompts(
+                cases, folder, selection, options, args.prompts
+            )
+        else:
+            record = predict_cases(cases, folder, selection, options)
         (folder / PREDICTION_RECORD).write_text(json.dumps(record, indent=2))
     print(
         f"samnet: {record['cases']} segmentation(s) in {args.output} "

@@ -28,7 +28,6 @@ from samnet.inference.selection import (
     channel_names,
     training_dataset_json,
 )
-from samnet.inference.shared_encoder import share_frozen_encoder
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,8 @@ def run_with_nnunet(
     from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from tqdm import tqdm
+
+    from samnet.inference.shared_encoder import share_frozen_encoder
 
     device = torch.device(options.device)
     if device.type == "cpu":
