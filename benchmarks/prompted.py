@@ -1,0 +1,134 @@
+"""Prompt-based SAM on Hippocampus and CXR_Lungs: zero-shot, fine-tuned to boxes or clicks,
+and prompt-free, on the same folds and budget.
+
+    .venv/bin/python benchmarks/prompted.py [--datasets hippocampus cxr] [--folds 0]
+
+Runs after ``compare_hippocampus.py`` / ``compare_cxr.py``, whose SAM folds
+(``benchmarks/work/compare/``) are (d), prompt-free, and whose budget every fine-tuned
+arm gets (read from their ``samnet_budget.json``):
+
+- (a) ``zero_shot_box`` and ``zero_shot_point``: LiteMedSAM as it is, one tight box or one
+  deep click per class on each slice where the class is in the reference;
+- (b) ``fine_tuned_box`` and (c) ``fine_tuned_point``: ``samnet_plan_and_train --prompts``
+  in ``benchmarks/work/prompted_<kind>/``, whose preprocessed data are hard links of the
+  comparison's (the same embedding cache, no re-encoding); validated with jittered boxes
+  or a click inside and one outside, simulated from the reference;
+- (d) ``prompt_free``: the comparison's SAM.
+
+Every arm is scored with nnU-Net's metric on the folds' validation cases. Writes
+``benchmarks/results/prompted_<cpu|gpu>.json`` and a Markdown table beside it. The
+prompted arms' prompts come from the reference: an upper bound of an annotator's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, machine, run_command, work_environment, write_result
+from fewshot import DATASETS, fold_scores
+from fewshot_zero_shot import zero_shot_folds
+
+SAM = "nnUNetTrainerSAMCached__samnetPlans__sam_2d"
+PROMPTED = "nnUNetTrainerSAMPrompted__samnetPlans__sam_2d"
+
+
+def seed_preprocessed(source: Path, target: Path) -> None:
+    """The comparison's preprocessed dataset as hard links, without its SAM plan (each
+    arm plans its own), so the embedding cache is found, not rebuilt."""
+    if target.exists():
+        return
+    shutil.copytree(
+        source,
+        target,
+        copy_function=os.link,
+        ignore=lambda folder, names: (
+            ["samnetPlans.json"] if folder == str(source) else []
+        ),
+    )
+
+
+def fine_tune(
+    dataset: str, kind: str, folds: list[int], budget: dict, device: str
+) -> Path:
+    """SAM trained to follow ``kind`` prompts on ``folds``; returns its results folder."""
+    compare = work_environment("compare")
+    environment = work_environment(f"prompted_{kind}")
+    seed_preprocessed(
+        Path(compare["nnUNet_preprocessed"]) / dataset,
+        Path(environment["nnUNet_preprocessed"]) / dataset,
+    )
+    command = [sys.executable, "-m", "samnet.plan_and_train", dataset]
+    command += ["--methods", "sam", "--prompts", kind, "--device", device]
+    command += ["--folds", *map(str, folds)]
+    for option in (
+        "epochs",
+        "iterations_per_epoch",
+        "val_iterations_per_epoch",
+        "batch_size",
+    ):
+        command += [f"--{option.replace('_', '-')}", str(budget[option])]
+    run_command(command, environment)
+    return Path(environment["nnUNet_results"]) / dataset / PROMPTED
+
+
+def table(results: dict) -> str:
+    lines = ["| dataset | method | Dice | IoU |", "| --- | --- | --- | --- |"]
+    for name, methods in results.items():
+        for method, folds in methods.items():
+            dice = sum(f["dice"] for f in folds.values()) / len(folds)
+            iou = sum(f["iou"] for f in folds.values()) / len(folds)
+            lines.append(f"| {name} | {method} | {dice:.3f} | {iou:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS)
+    )
+    parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    compare = work_environment("compare")
+    results, budgets = {}, {}
+    for name in args.datasets:
+        dataset = DATASETS[name][0]
+        prompt_free = Path(compare["nnUNet_results"]) / dataset / SAM
+        budget = json.loads(
+            (prompt_free / f"fold_{args.folds[0]}" / "samnet_budget.json").read_text()
+        )
+        raw = Path(compare["nnUNet_raw"]) / dataset
+        preprocessed = Path(compare["nnUNet_preprocessed"]) / dataset
+        entry = zero_shot_folds(raw, preprocessed, args.folds)
+        for kind in ("box", "point"):
+            folder = fine_tune(dataset, kind, args.folds, budget, args.device)
+            entry[f"fine_tuned_{kind}"] = fold_scores(folder, args.folds)
+        entry["prompt_free"] = fold_scores(prompt_free, args.folds)
+        results[name], budgets[name] = entry, budget
+    host = machine()
+    name = f"prompted_{host['kind'].lower()}"
+    (RESULTS / f"{name}.md").write_text(table(results))
+    write_result(
+        name,
+        {
+            "benchmark": "prompted",
+            "machine": host,
+            "folds": args.folds,
+            "budgets": budgets,
+            "results": results,
+            "note": "Prompts of zero_shot_* and fine_tuned_* come from the reference "
+            "(upper bounds of an annotator's); prompt_free is the comparison's SAM.",
+            "wall_seconds": round(time.perf_counter() - start, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
