@@ -278,7 +278,7 @@ class Planner:
         self.decisions.append(
             Decision(
                 "prompts",
-                list(kinds),
+                ", ".join(kinds),
                 f"{user_reason('prompts')}: one {' or '.join(kinds)} per object on each "
                 "training slice, simulated from the reference as an annotator gives them "
                 "(boxes jittered by up to 10% of their size; one click inside, one just "

@@ -84,7 +84,7 @@ def test_the_plan_records_the_prompt_kinds_and_trains_on_cached_embeddings() -> 
     result = plan(HIPPOCAMPUS_LIKE, prompts="box,point")
     assert result.sam.prompts == ("box", "point")
     assert result.sam.encoder_mode == "cached"
-    assert decision(result, "prompts")["value"] == ["box", "point"]
+    assert decision(result, "prompts")["value"] == "box, point"
     block = result.sam.to_dict()
     assert sam_method("samnetPlans", "sam_2d", block).trainer == PROMPTED_TRAINER
     assert plan(HIPPOCAMPUS_LIKE).sam.prompts is None
