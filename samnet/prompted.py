@@ -15,8 +15,14 @@ from typing import Literal
 import numpy as np
 import torch
 
+from samnet.inference.shared_encoder import FoldMeanNetwork
 from samnet.models.network import UNPROMPTED_LOGIT, SamSegmentationNetwork
-from samnet.prompts import box_from_mask, interior_point, simulate_prompts
+from samnet.prompts import (
+    ObjectPrompt,
+    box_from_mask,
+    interior_point,
+    simulate_prompts,
+)
 
 PromptKind = Literal["box", "point"]
 
@@ -77,6 +83,32 @@ def segment_volume(
 
 
 @torch.inference_mode()
+def volume_class_logits(
+    network: SamSegmentationNetwork | FoldMeanNetwork,
+    volume: np.ndarray,
+    prompts: list[list[ObjectPrompt]],
+    num_classes: int,
+) -> torch.Tensor:
+    """Class logits ``K x Z x H x W`` of a ``C x Z x H x W`` volume: slice z follows
+    ``prompts[z]`` (``decode_class_prompts``), a slice without prompts is background.
+
+    Each prompted slice is encoded whole (the input adapter resizes it), once.
+    """
+    size = tuple(volume.shape[2:])
+    logits = torch.full((num_classes, volume.shape[1], *size), UNPROMPTED_LOGIT)
+    logits[0] = 0.0
+    device = next(network.parameters()).device
+    for z, objects in enumerate(prompts):
+        if not objects:
+            continue
+        image = torch.from_numpy(np.ascontiguousarray(volume[:, z], dtype=np.float32))
+        embeddings = network.encode(image[None].to(device))
+        logits[:, z] = network.decode_class_prompts(embeddings, size, [objects])[
+            0
+        ].cpu()
+    return logits
+
+
 def prompted_volume_logits(
     network: SamSegmentationNetwork,
     volume: np.ndarray,
@@ -85,22 +117,8 @@ def prompted_volume_logits(
     kinds: tuple[str, ...],
     generator: np.random.Generator,
 ) -> torch.Tensor:
-    """Class logits ``K x Z x H x W`` of a ``C x Z x H x W`` volume, slice by slice, each
-    slice prompted as an annotator would from ``reference`` (``simulate_prompts``).
-
-    Slices without any class in the reference get background everywhere: nobody would
-    prompt them. Each prompted slice is encoded whole (the input adapter resizes it).
-    """
-    size = tuple(reference.shape[1:])
-    empty = torch.full((network.class_head.num_classes, *size), UNPROMPTED_LOGIT)
-    empty[0] = 0.0
-    slices = []
-    for z in range(reference.shape[0]):
-        prompts = simulate_prompts(reference[z], classes, kinds, generator)
-        if not prompts:
-            slices.append(empty)
-            continue
-        image = torch.from_numpy(np.ascontiguousarray(volume[:, z], dtype=np.float32))
-        embeddings = network.encode(image[None])
-        slices.append(network.decode_class_prompts(embeddings, size, [prompts])[0])
-    return torch.stack(slices, dim=1)
+    """Class logits ``K x Z x H x W`` of a ``C x Z x H x W`` volume, each slice prompted
+    as an annotator would from ``reference`` (``simulate_prompts``); slices without any
+    class in the reference are background: nobody would prompt them."""
+    prompts = [simulate_prompts(r, classes, kinds, generator) for r in reference]
+    return volume_class_logits(network, volume, prompts, network.class_head.num_classes)

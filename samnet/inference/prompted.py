@@ -26,7 +26,7 @@ from samnet.inference.run import Options
 from samnet.inference.selection import CHECKPOINT, Member, Selection
 from samnet.inference.shared_encoder import FoldMeanNetwork, fold_mean_network
 from samnet.methods import PROMPTED_TRAINER, Method
-from samnet.models.network import UNPROMPTED_LOGIT
+from samnet.prompted import volume_class_logits
 from samnet.prompts import ObjectPrompt
 from samnet.prompts_file import SlicePrompt, load_prompts
 
@@ -112,26 +112,16 @@ def to_preprocessed(
     return replace(prompt, slice=int(z * scale[0]), box=box, points=points)
 
 
-@torch.inference_mode()
 def prompted_logits(
     model: PromptedModel, data: np.ndarray, prompts: list[SlicePrompt]
 ) -> torch.Tensor:
     """Class logits ``K x Z x H x W`` of preprocessed ``data`` (``C x Z x H x W``): the
     folds' mean on prompted slices, background elsewhere."""
-    size = tuple(data.shape[2:])
-    logits = torch.full((model.num_classes, data.shape[1], *size), UNPROMPTED_LOGIT)
-    logits[0] = 0.0
-    device = next(model.network.parameters()).device
-    for z in sorted({p.slice for p in prompts}):
-        objects = [object_prompt(p) for p in prompts if p.slice == z]
-        image = torch.from_numpy(np.ascontiguousarray(data[:, z], dtype=np.float32))
-        embeddings = model.network.folds[0].encode(image[None].to(device))
-        fold_logits = [
-            fold.decode_class_prompts(embeddings, size, [objects])[0]
-            for fold in model.network.folds
-        ]
-        logits[:, z] = torch.stack(fold_logits).mean(dim=0).cpu()
-    return logits
+    per_slice = [
+        [object_prompt(p) for p in prompts if p.slice == z]
+        for z in range(data.shape[1])
+    ]
+    return volume_class_logits(model.network, data, per_slice, model.num_classes)
 
 
 def object_prompt(prompt: SlicePrompt) -> ObjectPrompt:

@@ -35,9 +35,20 @@ class FoldMeanNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``B x C x H x W`` -> the folds' mean logits ``B x K x H x W``."""
-        embeddings = self.folds[0].encode(x)
+        embeddings = self.encode(x)
         size = tuple(x.shape[-2:])
         logits = [fold.decode(embeddings, size) for fold in self.folds]
+        return torch.stack(logits).mean(dim=0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared encoder: ``B x C x H x W`` -> embeddings ``B x D x h x w``."""
+        return self.folds[0].encode(x)
+
+    def decode_class_prompts(
+        self, embeddings: torch.Tensor, size: tuple[int, int], prompts: list
+    ) -> torch.Tensor:
+        """The folds' mean of ``SamSegmentationNetwork.decode_class_prompts``."""
+        logits = [f.decode_class_prompts(embeddings, size, prompts) for f in self.folds]
         return torch.stack(logits).mean(dim=0)
 
 
