@@ -133,7 +133,7 @@ def test_a_frozen_encoder_runs_without_autograd() -> None:
     assert not frozen.requires_grad and adapted.requires_grad
 
 
-def test_cpu_inference_uses_a_fast_copy_of_the_frozen_encoder_and_drops_it() -> None:
+def test_cpu_inference_uses_a_fast_copy_of_the_frozen_encoder_made_once() -> None:
     network = adapted_network(DECODER_ONLY).eval()
     image = torch.randn(2, 1, *PATCH)
     with torch.no_grad():
@@ -141,13 +141,20 @@ def test_cpu_inference_uses_a_fast_copy_of_the_frozen_encoder_and_drops_it() -> 
         fast = network.encode(image)
         assert network._inference_encoder, "eval + no_grad on CPU takes the fast path"
         assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max()
+        # nnU-Net's predictor moves the network to its device once per case.
+        copy = network.fast_inference_encoder()
+        assert network.to("cpu").fast_inference_encoder() is copy
+        # An in-place update of the weights (as an optimizer step makes) is seen.
+        network.sam.image_encoder.neck[0].weight.mul_(1.0)
+        assert network.fast_inference_encoder() is not copy
+        copy = network.fast_inference_encoder()
         # Loading weights must not leave a stale copy behind.
         state = network.state_dict()
         state["sam.image_encoder.neck.0.weight"] = torch.zeros_like(
             state["sam.image_encoder.neck.0.weight"]
         )
         network.load_state_dict(state)
-        assert not network._inference_encoder
+        assert network.fast_inference_encoder() is not copy
         changed = network.encode(image)
         assert (changed - reference).abs().max() > 1e-2
     network.train()

@@ -85,9 +85,10 @@ class SamSegmentationNetwork(nn.Module):
         # While set (one list per image of the batch), ``forward`` follows these prompts
         # (``decode_class_prompts``) instead of the prompt-free head: prompted training.
         self.class_prompts: list[list[ObjectPrompt]] | None = None
-        # A FastEncoder copy of the frozen encoder for CPU inference, made on first use;
-        # a tuple, so nn.Module does not register it (it is not part of the state).
-        self._inference_encoder: tuple[FastEncoder, ...] = ()
+        # A FastEncoder copy of the frozen encoder for CPU inference and the fingerprint of
+        # the weights it was made from; a tuple, so nn.Module does not register it (it is
+        # not part of the state).
+        self._inference_encoder: tuple[tuple, FastEncoder] | tuple[()] = ()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` -> image embeddings ``B x D x h x w``.
@@ -106,23 +107,32 @@ class SamSegmentationNetwork(nn.Module):
         """The frozen encoder with BatchNorm folded, channels-last (eager): 1.7x faster
         per slice on CPU at 128 px, outputs within 1e-5 relative (benchmarks/encoder_speed.py).
 
-        Made on first use, dropped whenever the encoder may change (training mode,
-        loading a state, moving the module).
+        Made on first use and remade only when the encoder's weights changed: nnU-Net's
+        predictor moves the network to its device once per case, which changes nothing
+        on a CPU and must not cost a rebuild.
         """
-        if not self._inference_encoder:
-            self._inference_encoder = (
-                FastEncoder(self.sam.image_encoder, compile=False),
-            )
-        return self._inference_encoder[0]
+        weights = self._encoder_weights()
+        if not self._inference_encoder or not _same_weights(
+            self._inference_encoder[0], weights
+        ):
+            fast = FastEncoder(self.sam.image_encoder, compile=False)
+            self._inference_encoder = (weights, fast)
+        return self._inference_encoder[1]
+
+    def _encoder_weights(self) -> tuple[tuple[torch.Tensor, int, int], ...]:
+        """Every encoder tensor with its storage address and version counter: a move, a
+        cast or an in-place update (an optimizer step) changes one. Holding the tensors
+        keeps their addresses from being reused by new ones. Inference tensors have no
+        version counter; ``load_state_dict``, which may update them, drops the copy."""
+        return tuple(
+            (tensor, tensor.data_ptr(), 0 if tensor.is_inference() else tensor._version)
+            for tensor in self.sam.image_encoder.state_dict(keep_vars=True).values()
+        )
 
     def train(self, mode: bool = True) -> SamSegmentationNetwork:
         if mode:
             self._inference_encoder = ()
         return super().train(mode)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._inference_encoder = ()
-        return super()._apply(fn, recurse)
 
     def decode(
         self, image_embeddings: torch.Tensor, output_size: tuple[int, int]
@@ -328,3 +338,13 @@ def _sha256_tensor(base: BaseWeights | None) -> torch.Tensor:
 
 def _hex(digest: torch.Tensor) -> str:
     return bytes(digest.tolist()).hex()
+
+
+def _same_weights(made_from: tuple, now: tuple) -> bool:
+    """Whether two ``_encoder_weights`` are of the same tensors, unmoved and unchanged."""
+    return len(made_from) == len(now) and all(
+        old is new and old_address == address and old_version == version
+        for (old, old_address, old_version), (new, address, version) in zip(
+            made_from, now
+        )
+    )
