@@ -7,7 +7,9 @@ Runs after ``compare_hippocampus.py`` in its folders (``benchmarks/work/compare/
 ``samnet_export_msd`` on the 52 unlabelled test images, then ``samnet_validate_submission``
 on the zip. The submission goes to ``benchmarks/work/msd_submission/`` (predictions are
 not committed); what it was made from, its validation and the wall time per case go to
-``benchmarks/results/msd_hippocampus_<cpu|gpu>.json``.
+``benchmarks/results/msd_hippocampus_<cpu|gpu>.json``, and six test images with their
+predicted labels to ``msd_hippocampus_<cpu|gpu>_overlays.png`` beside it
+(``--overlays-only`` redraws them from an existing submission).
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import json
 import shutil
 import sys
 import time
+import zipfile
+from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
 from common import (
+    RESULTS,
     SHARED_DATA,
     WORK,
     machine,
@@ -31,23 +38,61 @@ DATASET = "Dataset004_Hippocampus"
 TASK = "Task04_Hippocampus"
 
 
+def plot_overlays(zip_file: Path, images: Path, path: Path, count: int = 6) -> None:
+    """The first ``count`` predictions of the submission over their test images: for each,
+    the slice (along the first array axis) where the prediction covers most voxels; label 1
+    red, label 2 yellow."""
+    from samnet.report_plots import figure_file
+
+    with zipfile.ZipFile(zip_file) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".nii.gz"))[:count]
+        predictions = {}
+        for name in names:
+            target = WORK / "msd_overlays" / Path(name).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(name))
+            predictions[target.name] = sitk.GetArrayFromImage(sitk.ReadImage(target))
+    with figure_file(path, len(predictions), (2.6 * len(predictions), 3.2)) as axes:
+        for axis, (name, prediction) in zip(axes, predictions.items()):
+            image = sitk.GetArrayFromImage(sitk.ReadImage(images / name))
+            covered = (prediction > 0).reshape(len(prediction), -1).sum(axis=1)
+            z = int(np.argmax(covered))
+            axis.imshow(image[z], cmap="gray")
+            shown = np.ma.masked_equal(prediction[z], 0)
+            axis.imshow(shown, cmap="autumn", alpha=0.45, vmin=1, vmax=2)
+            axis.set_title(f"{name.split('.')[0]}, slice {z}", fontsize=8)
+            axis.axis("off")
+        labels = json.loads((images.parent / "dataset.json").read_text())["labels"]
+        axes[0].set_title(
+            f"{axes[0].get_title()}\nred: {labels['1']}, yellow: {labels['2']}",
+            fontsize=8,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--overlays-only", action="store_true")
     args = parser.parse_args()
     environment = work_environment("compare")
     output = WORK / "msd_submission"
+    zip_file = output / f"{TASK}.zip"
+    images = SHARED_DATA / TASK / "imagesTs"
+    overlays = RESULTS / f"msd_hippocampus_{machine()['kind'].lower()}_overlays.png"
+    if args.overlays_only:
+        plot_overlays(zip_file, images, overlays)
+        return
     if output.exists():
         shutil.rmtree(output)
     python = sys.executable
     run_command([python, "-m", "samnet.report", DATASET], environment)
     start = time.perf_counter()
     export = [python, "-m", "samnet.msd_export", "-d", DATASET, "--task", TASK]
-    export += ["-i", str(SHARED_DATA / TASK / "imagesTs"), "-o", str(output)]
+    export += ["-i", str(images), "-o", str(output)]
     run_command([*export, "--device", args.device], environment)
     seconds = time.perf_counter() - start
-    zip_file = output / f"{TASK}.zip"
     run_command([python, "-m", "samnet.msd_validate", str(zip_file)], environment)
+    plot_overlays(zip_file, images, overlays)
     record = json.loads((output / "samnet_submission.json").read_text())
     report = json.loads(
         (
