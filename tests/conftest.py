@@ -72,6 +72,34 @@ def demo_environment(
     )
 
 
+# The end-to-end demo trained once per session (test_plan_and_train, test_predict).
+TRAINED_DEMO_ID = 991
+TRAINED_DEMO = "Dataset991_SamnetDemo"
+TINY_BUDGET = ["--folds", "0", "--configurations", "2d", "--epochs", "2"]
+TINY_BUDGET += ["--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1"]
+TINY_BUDGET += ["--batch-size", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, str], Path, subprocess.CompletedProcess]:
+    """The demo dataset (10 training, 2 test images) through ``samnet_plan_and_train``
+    once: SAM and nnU-Net 2d, fold 0, 2 epochs of 2 steps, then the report.
+
+    Returns the environment, the dataset's results folder and the run. Tests that add
+    folds or files keep to folds and folders of their own.
+    """
+    root = tmp_path_factory.mktemp("e2e")
+    environment = demo_environment(root, TRAINED_DEMO_ID, num_training=10, num_test=2)
+    run = run_module(
+        environment, "samnet.plan_and_train", str(TRAINED_DEMO_ID), *TINY_BUDGET,
+        timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return environment, root / "results" / TRAINED_DEMO, run
+
+
 def run_module(
     environment: dict[str, str], module: str, *arguments: str, timeout: int = 600
 ) -> subprocess.CompletedProcess:

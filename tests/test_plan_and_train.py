@@ -15,31 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import demo_environment
+from conftest import TINY_BUDGET, TRAINED_DEMO, TRAINED_DEMO_ID
 
-DEMO_ID = 991
-NAME = "Dataset991_SamnetDemo"
+DEMO_ID = TRAINED_DEMO_ID
+NAME = TRAINED_DEMO
 METHOD = "nnUNetTrainer__nnUNetPlans__2d"
 # The demo's CPU plan: frozen encoder with cached embeddings, decoder trained.
 SAM_METHOD = "nnUNetTrainerSAMCached__samnetPlans__sam_2d"
-TINY_BUDGET = [
-    "--folds",
-    "0",
-    "--configurations",
-    "2d",
-    "--epochs",
-    "2",
-    "--iterations-per-epoch",
-    "2",
-]
-TINY_BUDGET += [
-    "--val-iterations-per-epoch",
-    "1",
-    "--batch-size",
-    "4",
-    "--device",
-    "cpu",
-]
 
 pytestmark = pytest.mark.slow
 
@@ -58,21 +40,9 @@ def plan_and_train(
     )
 
 
-@pytest.fixture(scope="module")
-def trained(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[dict[str, str], Path, subprocess.CompletedProcess]:
-    """A demo dataset (10 cases) trained once: SAM and nnU-Net 2d, fold 0, 2 epochs of 2 steps."""
-    root = tmp_path_factory.mktemp("e2e")
-    environment = demo_environment(root, DEMO_ID, num_training=10, num_test=0)
-    run = plan_and_train(environment, str(DEMO_ID), *TINY_BUDGET)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return environment, root / "results" / NAME, run
-
-
 @pytest.mark.parametrize("method", [METHOD, SAM_METHOD])
-def test_report_holds_a_dice_per_class(trained, method: str) -> None:
-    _, results, run = trained
+def test_report_holds_a_dice_per_class(trained_demo, method: str) -> None:
+    _, results, run = trained_demo
     report = json.loads((results / "samnet_report" / "report.json").read_text())
     fold = report["methods"][method]["folds"]["0"]
     assert set(fold["dice"]) == {"1", "2", "foreground"}
@@ -90,10 +60,10 @@ def test_report_holds_a_dice_per_class(trained, method: str) -> None:
     assert len(json.loads(splits.read_text())) == 5
 
 
-def test_sam_checkpoint_holds_only_what_trained(trained) -> None:
+def test_sam_checkpoint_holds_only_what_trained(trained_demo) -> None:
     import torch
 
-    _, results, _ = trained
+    _, results, _ = trained_demo
     fold = results / SAM_METHOD / "fold_0"
     checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)
     weights = checkpoint["network_weights"]
@@ -106,9 +76,9 @@ def test_sam_checkpoint_holds_only_what_trained(trained) -> None:
     assert 0 < stats["trainable_parameters"] < 6_000_000  # decoder + head of 10 M
 
 
-def test_nnunet_predict_finds_and_runs_the_sam_trainer(trained, tmp_path) -> None:
+def test_nnunet_predict_finds_and_runs_the_sam_trainer(trained_demo, tmp_path) -> None:
     """nnUNetv2_predict -tr with samnet's folder in nnUNet_extTrainer (as the README says)."""
-    environment, results, _ = trained
+    environment, results, _ = trained_demo
     from samnet.paths import trainer_lookup_folder
 
     raw = results.parents[1] / "raw" / NAME
@@ -132,8 +102,8 @@ def test_nnunet_predict_finds_and_runs_the_sam_trainer(trained, tmp_path) -> Non
     assert (tmp_path / "out" / "demo_000.nii.gz").exists()
 
 
-def test_rerun_skips_what_is_done(trained) -> None:
-    environment, results, _ = trained
+def test_rerun_skips_what_is_done(trained_demo) -> None:
+    environment, results, _ = trained_demo
     summary = results / METHOD / "fold_0" / "validation" / "summary.json"
     before = summary.stat().st_mtime_ns
     run = plan_and_train(environment, str(DEMO_ID), *TINY_BUDGET)
@@ -142,8 +112,10 @@ def test_rerun_skips_what_is_done(trained) -> None:
     assert summary.stat().st_mtime_ns == before
 
 
-def test_lowres_baseline_is_refused_where_sam_keeps_native_spacing(trained) -> None:
-    environment, results, _ = trained
+def test_lowres_baseline_is_refused_where_sam_keeps_native_spacing(
+    trained_demo,
+) -> None:
+    environment, results, _ = trained_demo
     arguments = [a if a != "2d" else "2d_lowres" for a in TINY_BUDGET]
     run = plan_and_train(environment, str(DEMO_ID), *arguments)
     assert run.returncode == 1
@@ -151,8 +123,8 @@ def test_lowres_baseline_is_refused_where_sam_keeps_native_spacing(trained) -> N
     assert not list(results.glob("*2d_lowres"))
 
 
-def test_support_baselines_need_a_few_shot_plan(trained) -> None:
-    environment, results, _ = trained
+def test_support_baselines_need_a_few_shot_plan(trained_demo) -> None:
+    environment, results, _ = trained_demo
     run = plan_and_train(
         environment, str(DEMO_ID), *TINY_BUDGET, "--methods", "support"
     )
@@ -161,8 +133,8 @@ def test_support_baselines_need_a_few_shot_plan(trained) -> None:
     assert not list(results.glob("nnUNetTrainerSupportSlices*"))
 
 
-def test_another_budget_on_a_started_fold_is_refused(trained) -> None:
-    environment, results, _ = trained
+def test_another_budget_on_a_started_fold_is_refused(trained_demo) -> None:
+    environment, results, _ = trained_demo
     (results / METHOD / "fold_0" / "validation" / "summary.json").rename(
         results / "summary.json.kept"
     )
@@ -179,9 +151,9 @@ def test_another_budget_on_a_started_fold_is_refused(trained) -> None:
 
 @pytest.mark.parametrize(("method", "fold_number"), [(SAM_METHOD, 1), (METHOD, 3)])
 def test_interrupted_fold_resumes_from_its_last_epoch(
-    trained, method: str, fold_number: int
+    trained_demo, method: str, fold_number: int
 ) -> None:
-    environment, results, _ = trained
+    environment, results, _ = trained_demo
     arguments = [
         str(DEMO_ID),
         "--folds",
@@ -222,8 +194,8 @@ def test_interrupted_fold_resumes_from_its_last_epoch(
     assert len(stats["seconds_per_epoch"]) == 4
 
 
-def test_torn_checkpoint_is_a_clear_error_and_kept(trained) -> None:
-    environment, results, _ = trained
+def test_torn_checkpoint_is_a_clear_error_and_kept(trained_demo) -> None:
+    environment, results, _ = trained_demo
     fold = results / METHOD / "fold_2"
     fold.mkdir(parents=True)
     torn = fold / "checkpoint_latest.pth"
@@ -244,9 +216,9 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def test_torchrun_ddp_trains_as_one_process_and_only_rank_zero_writes(
-    trained, tmp_path: Path
+    trained_demo, tmp_path: Path
 ) -> None:
-    environment, results, _ = trained
+    environment, results, _ = trained_demo
     alone = tmp_path / "alone.json"
     ddp = tmp_path / "ddp.json"
     worker = [str(WORKER), "{}", NAME, "4"]
@@ -281,10 +253,10 @@ def test_torchrun_ddp_trains_as_one_process_and_only_rank_zero_writes(
     assert any("training_log" in path for path in rank_zero)
 
 
-def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained) -> None:
+def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained_demo) -> None:
     from samnet.train_fold import parse_arguments
 
-    environment, results, _ = trained
+    environment, results, _ = trained_demo
     arguments = [str(DEMO_ID), *TINY_BUDGET, "--folds", "0", "1", "--launcher", "slurm"]
     arguments += ["--nnodes", "2", "--sbatch-option=--partition=gpu"]
     run = plan_and_train(environment, *arguments)
@@ -311,12 +283,14 @@ def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained) -> No
     assert again.returncode == 1 and "samnet_slurm: already exists" in again.stderr
 
 
-def test_pretrain_writes_base_weights_that_load_with_their_identity(trained) -> None:
+def test_pretrain_writes_base_weights_that_load_with_their_identity(
+    trained_demo,
+) -> None:
     from conftest import run_module
 
     from samnet.models.network import build_network
 
-    environment, results, _ = trained
+    environment, results, _ = trained_demo
     arguments = [str(DEMO_ID), "--steps", "3", "--batch-size", "2", "--device", "cpu"]
     run = run_module(environment, "samnet.pretrain", *arguments)
     assert run.returncode == 0, run.stderr[-3000:]

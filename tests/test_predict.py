@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import demo_environment, heavy_imports, run_module
+from conftest import TRAINED_DEMO, TRAINED_DEMO_ID, heavy_imports, run_module
 
 from samnet.errors import SamnetError
 from samnet.inference.file_formats import cases_in_folder
@@ -398,39 +398,16 @@ def test_help_imports_nothing_heavy() -> None:
     assert heavy_imports(commands, ("torch", "nnunetv2", "nibabel")) == []
 
 
-# --- end to end: a tiny nnU-Net trained on the demo dataset, then the commands as a user runs them
+# --- end to end: the session's trained demo (conftest), then the commands as a user runs them
 
-DEMO_ID = 992
-DEMO = "Dataset992_SamnetDemo"
-TASK = "Task92_SamnetDemo"
-
-
-@pytest.fixture(scope="module")
-def trained_demo(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[dict[str, str], Path]:
-    """The demo dataset (8 training, 2 test images) with nnU-Net 2d trained on fold 0 for 2 steps."""
-    root = tmp_path_factory.mktemp("predict_e2e")
-    environment = demo_environment(root, DEMO_ID, num_training=8, num_test=2)
-    budget = ["--methods", "nnunet", "--configurations", "2d", "--folds", "0"]
-    budget += [
-        "--epochs",
-        "1",
-        "--iterations-per-epoch",
-        "2",
-        "--val-iterations-per-epoch",
-        "1",
-    ]
-    budget += ["--batch-size", "4", "--device", "cpu"]
-    run = run_module(environment, "samnet.plan_and_train", str(DEMO_ID), *budget)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return environment, root
+DEMO = TRAINED_DEMO
+TASK = "Task91_SamnetDemo"
 
 
 @pytest.mark.slow
 def test_samnet_predict_with_a_trained_nnunet(trained_demo, tmp_path: Path) -> None:
-    environment, root = trained_demo
-    images = root / "raw" / DEMO / "imagesTs"
+    environment, results, _ = trained_demo
+    images = results.parents[1] / "raw" / DEMO / "imagesTs"
     run = run_module(
         environment, "samnet.predict", "-d", DEMO, "-i", str(images), "-o", str(tmp_path / "out"),
         "--model", "nnUNetTrainer:nnUNetPlans:2d", "--folds", "0", "--device", "cpu",
@@ -441,8 +418,8 @@ def test_samnet_predict_with_a_trained_nnunet(trained_demo, tmp_path: Path) -> N
     record = json.loads((tmp_path / "out" / "samnet_prediction.json").read_text())
     # samnet_plan_and_train's report determined nnU-Net's postprocessing for this model.
     determined = (
-        root / "results" / DEMO / "nnUNetTrainer__nnUNetPlans__2d"
-        / "crossval_results_folds_0" / "postprocessing.pkl"
+        results / "nnUNetTrainer__nnUNetPlans__2d" / "crossval_results_folds_0"
+        / "postprocessing.pkl"
     )  # fmt: skip
     assert record["cases"] == 2 and record["postprocessing"] == str(determined)
     assert determined.is_file()
@@ -463,20 +440,21 @@ def test_msd_export_of_the_best_model_validates_and_zips(
 ) -> None:
     import zipfile
 
-    environment, root = trained_demo
+    environment, results, _ = trained_demo
     task = tmp_path / TASK
     (task / "imagesTs").mkdir(parents=True)
-    for image in (root / "raw" / DEMO / "imagesTs").iterdir():
+    for image in (results.parents[1] / "raw" / DEMO / "imagesTs").iterdir():
         shutil.copy(image, task / "imagesTs" / image.name.replace("_0000", ""))
     labels = {str(v): k for k, v in LABELS.items()}
     (task / "dataset.json").write_text(json.dumps({"labels": labels}))
     output = tmp_path / "submission"
     run = run_module(
-        environment, "samnet.msd_export", "-d", str(DEMO_ID), "--task", TASK,
+        environment, "samnet.msd_export", "-d", str(TRAINED_DEMO_ID), "--task", TASK,
         "-i", str(task / "imagesTs"), "-o", str(output), "--device", "cpu",
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "nnUNetTrainer__nnUNetPlans__2d" in run.stdout  # the report's best
+    report = json.loads((results / "samnet_report" / "report.json").read_text())
+    assert report["best_configuration"]["best"] in run.stdout
     with zipfile.ZipFile(output / f"{TASK}.zip") as archive:
         assert sorted(archive.namelist()) == sorted(
             f"{TASK}/{p.name}" for p in (task / "imagesTs").iterdir()
