@@ -84,3 +84,25 @@ def test_demo_dataset_is_deterministic_and_valid(
     assert len(files) == 7
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes()
+
+
+def test_nnunet_finds_every_trainer_samnet_can_choose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``nnUNetv2_train -tr`` and samnet's own runs look trainers up by name in
+    ``nnUNet_extTrainer``: a trainer missing from the lookup folder fails only there."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from samnet import methods
+    from samnet.paths import register_trainers
+
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    register_trainers()
+    names = {
+        *methods.SAM_TRAINERS.values(),
+        methods.FEW_SHOT_TRAINER,
+        methods.PROMPTED_TRAINER,
+        *methods.SUPPORT_TRAINERS,
+    }
+    for name in sorted(names):
+        assert recursive_find_trainer_class_by_name(name).__name__ == name
