@@ -39,6 +39,7 @@ import numpy as np
 from common import (
     RESULTS,
     SHARED_DATA,
+    WORK,
     machine,
     run_command,
     work_environment,
@@ -249,6 +250,7 @@ def main() -> None:
                 Path(environment["nnUNet_raw"]) / dataset,
                 preprocessed / dataset,
                 args.folds,
+                WORK / "fewshot" / f"zero_shot_{name}_cases.jsonl",
             )
             zero_shot_file.parent.mkdir(parents=True, exist_ok=True)
             zero_shot_file.write_text(json.dumps(zero_shot, indent=1))

@@ -43,13 +43,15 @@ def fold_mean(per_case: list[dict[int, tuple[float, float]]]) -> dict[str, float
 
 
 def zero_shot_folds(
-    raw: Path, preprocessed: Path, folds: list[int]
+    raw: Path, preprocessed: Path, folds: list[int], progress: Path
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{"zero_shot_box": {fold: {"dice", "iou"}}, "zero_shot_point": {...}}``.
 
     Arguments:
       raw: the dataset's nnU-Net raw folder.
       preprocessed: its preprocessed folder (for the split and the reader in the plans).
+      progress: a JSON-lines file of the cases scored so far, one line each: an
+        interrupted run resumes from it (a Hippocampus fold takes ~35 min on 2 cores).
     """
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -64,22 +66,38 @@ def zero_shot_folds(
         "lite_medsam", in_channels=1, num_classes=len(classes) + 1
     )
     network.eval()
+    done = {}
+    if progress.exists():
+        for line in progress.read_text().splitlines():
+            record = json.loads(line)
+            done[(record["fold"], record["case"])] = record["scores"]
+    progress.parent.mkdir(parents=True, exist_ok=True)
     scores = {f"zero_shot_{kind}": {} for kind in KINDS}
     for fold in folds:
         per_case = {kind: [] for kind in KINDS}
         for case in tqdm(splits[fold]["val"], desc=f"zero-shot fold {fold}"):
-            image, _ = reader.read_images(
-                [str(raw / "imagesTr" / f"{case}_0000{ending}")]
-            )
-            reference, _ = reader.read_seg(str(raw / "labelsTr" / f"{case}{ending}"))
-            image = (image - image.mean()) / max(float(image.std()), 1e-8)
-            labels = segment_volume(network, image, reference[0], classes, KINDS)
-            for kind in KINDS:
-                per_case[kind].append(
-                    {
-                        c: dice_and_iou(reference[0] == c, labels[kind] == c)
+            if (fold, case) not in done:
+                image, _ = reader.read_images(
+                    [str(raw / "imagesTr" / f"{case}_0000{ending}")]
+                )
+                reference, _ = reader.read_seg(
+                    str(raw / "labelsTr" / f"{case}{ending}")
+                )
+                image = (image - image.mean()) / max(float(image.std()), 1e-8)
+                labels = segment_volume(network, image, reference[0], classes, KINDS)
+                done[(fold, case)] = {
+                    kind: {
+                        str(c): dice_and_iou(reference[0] == c, labels[kind] == c)
                         for c in classes
                     }
+                    for kind in KINDS
+                }
+                record = {"fold": fold, "case": case, "scores": done[(fold, case)]}
+                with progress.open("a") as stream:
+                    stream.write(json.dumps(record) + "\n")
+            for kind in KINDS:
+                per_case[kind].append(
+                    {int(c): tuple(v) for c, v in done[(fold, case)][kind].items()}
                 )
         for kind in KINDS:
             scores[f"zero_shot_{kind}"][str(fold)] = fold_mean(per_case[kind])

@@ -30,7 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, machine, run_command, work_environment, write_result
+from common import (
+    RESULTS,
+    WORK,
+    machine,
+    run_command,
+    work_environment,
+    write_result,
+)
 from fewshot import DATASETS, fold_scores
 from fewshot_zero_shot import zero_shot_folds
 
@@ -106,7 +113,8 @@ def main() -> None:
         )
         raw = Path(compare["nnUNet_raw"]) / dataset
         preprocessed = Path(compare["nnUNet_preprocessed"]) / dataset
-        entry = zero_shot_folds(raw, preprocessed, args.folds)
+        progress = WORK / "prompted" / f"zero_shot_{name}_cases.jsonl"
+        entry = zero_shot_folds(raw, preprocessed, args.folds, progress)
         for kind in ("box", "point"):
             folder = fine_tune(dataset, kind, args.folds, budget, args.device)
             entry[f"fine_tuned_{kind}"] = fold_scores(folder, args.folds)
