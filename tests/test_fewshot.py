@@ -432,6 +432,10 @@ def test_plan_and_train_few_shot_end_to_end(tmp_path: Path) -> None:
     arguments += ["--configurations", "2d", "--epochs", "1", "--iterations-per-epoch"]
     arguments += ["2", "--val-iterations-per-epoch", "1", "--batch-size", "4"]
     arguments += ["--device", "cpu"]
+    arguments += [
+        "--input-size",
+        "64",
+    ]  # as conftest.TINY_BUDGET: the encoder is the cost
     run = run_module(environment, "samnet.plan_and_train", *arguments, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "few-shot mode: set by the user" in run.stdout

@@ -128,6 +128,10 @@ def test_nnunet_on_the_support_slices_trains_on_few_shot_sams_slices(
     arguments += ["--folds", "0", "--configurations", "2d", "--epochs", "1"]
     arguments += ["--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1"]
     arguments += ["--batch-size", "4", "--device", "cpu"]
+    arguments += [
+        "--input-size",
+        "64",
+    ]  # as conftest.TINY_BUDGET: the encoder is the cost
     run = run_module(environment, "samnet.plan_and_train", *arguments, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = tmp_path / "results" / DEMO
