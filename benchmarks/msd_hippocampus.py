@@ -19,7 +19,6 @@ import json
 import shutil
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +37,16 @@ DATASET = "Dataset004_Hippocampus"
 TASK = "Task04_Hippocampus"
 
 
-def plot_overlays(zip_file: Path, images: Path, path: Path, count: int = 6) -> None:
-    """The first ``count`` predictions of the submission over their test images: for each,
-    the slice (along the first array axis) where the prediction covers most voxels; label 1
-    red, label 2 yellow."""
+def plot_overlays(predicted: Path, images: Path, path: Path, count: int = 6) -> None:
+    """The first ``count`` predictions of the validated task folder over their test
+    images: for each, the slice (along the first array axis) where the prediction covers
+    most voxels; label 1 red, label 2 yellow."""
     from samnet.report_plots import figure_file
 
-    with zipfile.ZipFile(zip_file) as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".nii.gz"))[:count]
-        predictions = {}
-        for name in names:
-            target = WORK / "msd_overlays" / Path(name).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(name))
-            predictions[target.name] = sitk.GetArrayFromImage(sitk.ReadImage(target))
+    predictions = {
+        file.name: sitk.GetArrayFromImage(sitk.ReadImage(file))
+        for file in sorted(predicted.glob("*.nii.gz"))[:count]
+    }
     with figure_file(path, len(predictions), (2.6 * len(predictions), 3.2)) as axes:
         for axis, (name, prediction) in zip(axes, predictions.items()):
             image = sitk.GetArrayFromImage(sitk.ReadImage(images / name))
@@ -80,7 +75,7 @@ def main() -> None:
     images = SHARED_DATA / TASK / "imagesTs"
     overlays = RESULTS / f"msd_hippocampus_{machine()['kind'].lower()}_overlays.png"
     if args.overlays_only:
-        plot_overlays(zip_file, images, overlays)
+        plot_overlays(output / TASK, images, overlays)
         return
     if output.exists():
         shutil.rmtree(output)
@@ -92,7 +87,7 @@ def main() -> None:
     run_command([*export, "--device", args.device], environment)
     seconds = time.perf_counter() - start
     run_command([python, "-m", "samnet.msd_validate", str(zip_file)], environment)
-    plot_overlays(zip_file, images, overlays)
+    plot_overlays(output / TASK, images, overlays)
     record = json.loads((output / "samnet_submission.json").read_text())
     report = json.loads(
         (
