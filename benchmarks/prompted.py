@@ -16,7 +16,8 @@ arm gets (read from their ``samnet_budget.json``):
 - (d) ``prompt_free``: the comparison's SAM.
 
 Every arm is scored with nnU-Net's metric on the folds' validation cases. Writes
-``benchmarks/results/prompted_<cpu|gpu>.json`` and a Markdown table beside it. The
+``benchmarks/results/prompted_<dataset>_<cpu|gpu>.json`` and a Markdown table beside it,
+after each dataset. The
 prompted arms' prompts come from the reference: an upper bound of an annotator's.
 
 Cost on 2 CPU cores, fold 0: the Hippocampus zero-shot arms ~35 min (42 cases at 256 px,
@@ -108,35 +109,39 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    for name in args.datasets:
+        run_dataset(name, args.folds, args.device)
+
+
+def run_dataset(name: str, folds: list[int], device: str) -> None:
+    """Every arm on one dataset; writes ``prompted_<name>_<cpu|gpu>.json`` and ``.md``."""
     start = time.perf_counter()
     compare = work_environment("compare")
-    results, budgets = {}, {}
-    for name in args.datasets:
-        dataset = DATASETS[name][0]
-        prompt_free = Path(compare["nnUNet_results"]) / dataset / SAM
-        budget = json.loads(
-            (prompt_free / f"fold_{args.folds[0]}" / "samnet_budget.json").read_text()
-        )
-        raw = Path(compare["nnUNet_raw"]) / dataset
-        preprocessed = Path(compare["nnUNet_preprocessed"]) / dataset
-        progress = WORK / "prompted" / f"zero_shot_{name}_cases.jsonl"
-        entry = zero_shot_folds(raw, preprocessed, args.folds, progress)
-        for kind in ("box", "point"):
-            folder = fine_tune(dataset, kind, args.folds, budget, args.device)
-            entry[f"fine_tuned_{kind}"] = fold_scores(folder, args.folds)
-        entry["prompt_free"] = fold_scores(prompt_free, args.folds)
-        results[name], budgets[name] = entry, budget
+    dataset = DATASETS[name][0]
+    prompt_free = Path(compare["nnUNet_results"]) / dataset / SAM
+    budget = json.loads(
+        (prompt_free / f"fold_{folds[0]}" / "samnet_budget.json").read_text()
+    )
+    raw = Path(compare["nnUNet_raw"]) / dataset
+    preprocessed = Path(compare["nnUNet_preprocessed"]) / dataset
+    progress = WORK / "prompted" / f"zero_shot_{name}_cases.jsonl"
+    entry = zero_shot_folds(raw, preprocessed, folds, progress)
+    for kind in ("box", "point"):
+        folder = fine_tune(dataset, kind, folds, budget, device)
+        entry[f"fine_tuned_{kind}"] = fold_scores(folder, folds)
+    entry["prompt_free"] = fold_scores(prompt_free, folds)
     host = machine()
-    name = f"prompted_{host['kind'].lower()}"
-    (RESULTS / f"{name}.md").write_text(table(results))
+    result_name = f"prompted_{name}_{host['kind'].lower()}"
+    (RESULTS / f"{result_name}.md").write_text(table({name: entry}))
     write_result(
-        name,
+        result_name,
         {
             "benchmark": "prompted",
+            "dataset": dataset,
             "machine": host,
-            "folds": args.folds,
-            "budgets": budgets,
-            "results": results,
+            "folds": folds,
+            "budget": budget,
+            "results": entry,
             "note": "Prompts of zero_shot_* and fine_tuned_* come from the reference "
             "(upper bounds of an annotator's); prompt_free is the comparison's SAM.",
             "wall_seconds": round(time.perf_counter() - start, 1),
