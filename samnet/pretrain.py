@@ -1,12 +1,12 @@
 """``samnet_pretrain``: continue pre-training the SAM encoder on a dataset's own slices.
 
     samnet_pretrain Dataset004_Hippocampus --steps 300 --batch-size 8
-    samnet_plan_and_train Dataset004_Hippocampus --checkpoint \\
-        $nnUNet_results/Dataset004_Hippocampus/samnet_pretrain/lite_medsam_pretrained.pth --overwrite
+    samnet_plan_and_train Dataset004_Hippocampus --overwrite  # plans on the new weights
 
 Masked image modelling (``samnet.pretraining``) on random windows of every slice the SAM
-configuration sees, as nnU-Net preprocessed them for ``sam_2d`` (labels are never read),
-starting from the plan's base weights at the plan's input size. Writes to
+configuration sees, imagesTr and imagesTs, as nnU-Net preprocesses them for ``sam_2d``
+(labels are never read), starting from the plan's base weights at the plan's input size.
+Writes to
 ``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their identity,
 ``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``. Interrupted
 runs resume from ``state.pth`` when re-run with the same budget.
@@ -20,6 +20,9 @@ import json
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 from samnet.errors import SamnetError, cli_entry
 from samnet.plan_and_train import positive_int
@@ -109,6 +112,34 @@ def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
     recorded.write_text(json.dumps(budget))
 
 
+def preprocessed_test_images(dataset_name: str) -> list[np.ndarray]:
+    """The dataset's imagesTs, preprocessed for ``sam_2d`` as nnU-Net's predictor does
+    (``C x slices x H x W`` each); none when it has no test images."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    from samnet.datasets import find_raw_dataset
+    from samnet.paths import preprocessed_folder
+    from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
+
+    raw = find_raw_dataset(dataset_name)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    images = raw / "imagesTs"
+    if not images.is_dir():
+        return []
+    files = create_lists_from_splitted_dataset_folder(
+        str(images), dataset_json["file_ending"]
+    )
+    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
+    plans = PlansManager(str(plans_file))
+    configuration = plans.get_configuration(SAM_CONFIGURATION)
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    return [
+        preprocessor.run_case(case, None, plans, configuration, dataset_json)[0]
+        for case in tqdm(files, desc="test images", unit="case")
+    ]
+
+
 def plot_losses(losses: list[float], path: Path) -> None:
     from samnet.report_plots import figure_file
 
@@ -149,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset_class = infer_dataset_class(str(data))
     dataset = dataset_class(str(data))
     cases = [dataset.load_case(case)[0] for case in dataset.identifiers]
+    test_cases = preprocessed_test_images(dataset_name)
     channels = cases[0].shape[0]
     network, parent = build_network(
         plan.backbone,
@@ -168,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     losses = pretrain(
         model,
-        lambda seed: slice_windows(cases, window, args.batch_size, seed),
+        lambda seed: slice_windows(cases + test_cases, window, args.batch_size, seed),
         budget,
         folder / STATE_FILE,
         resolve_device(args.device),
@@ -177,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "dataset": dataset_name,
         "cases": len(cases),
-        "slices": sum(case.shape[1] for case in cases),
+        "test_cases": len(test_cases),
+        "slices": sum(case.shape[1] for case in cases + test_cases),
         "input_size": plan.input_size,
         "budget": budget.__dict__,
         **options,

@@ -313,6 +313,7 @@ def check_pretrain_run(
     assert run.returncode == 0, run.stderr[-3000:]
     record = json.loads((folder / "pretrain.json").read_text())
     assert len(record["losses"]) == 3 and record["dataset"] == NAME
+    assert (record["cases"], record["test_cases"]) == (10, 2)
     assert (folder / "pretrain_loss.png").stat().st_size > 0
     assert not (folder / "state.pth").exists()
     weights = folder / "lite_medsam_pretrained.pth"
