@@ -42,6 +42,8 @@ class FastEncoder(nn.Module):
       compile: run it through ``torch.compile`` with frozen weights; the first call per
         input shape compiles (about a minute on 2 CPU cores).
       micro_batch: slices per call of the encoder.
+      fuse_convolutions: fuse TinyViT's convolutions with their GELU (float32 CPU weights
+        only; ``fused_convolutions``).
     """
 
     def __init__(
@@ -49,10 +51,11 @@ class FastEncoder(nn.Module):
         encoder: nn.Module,
         compile: bool = True,
         micro_batch: int = DEFAULT_MICRO_BATCH,
+        fuse_convolutions: bool = True,
     ) -> None:
         super().__init__()
         fast = fold_batch_norms(copy.deepcopy(encoder)).eval().requires_grad_(False)
-        if can_fuse(fast):
+        if fuse_convolutions and can_fuse(fast):
             fuse_convolution_activations(fast)
         fast = fast.to(memory_format=torch.channels_last)
         # Static shapes: nnU-Net feeds one patch size, and the dynamic-shape graph that
