@@ -57,6 +57,8 @@ MIN_OBJECT_CELLS = 4
 # 256 px (benchmarks/results/planner_ablation_cpu.json).
 SMALL_SLICE_PX = 128
 SMALL_INPUT_SIZE = 128
+# benchmarks/results/ssl_hippocampus_cpu.json: PLACEHOLDER
+PRETRAIN_MEASURED = "PLACEHOLDER"
 # What input_size_rule cites from that ablation.
 SMALL_INPUT_EVIDENCE = (
     "on Hippocampus 128 px matched 256 px in the same 200 steps (mean Dice 0.662 vs 0.658, "
@@ -129,6 +131,7 @@ class Planner:
         )
         spec = get_backbone(backbone)
         checkpoint = self.decide("checkpoint", *self.checkpoint_rule(spec))
+        self.decide("pretrain", *self.pretrain_rule(spec))
         self.decide("slicing_axis", fp.slicing_axis, slicing_reason(fp))
         input_size = self.decide("input_size", *input_size_rule(fp, hw, spec))
         factor = self.decide("downsampling", *downsampling_rule(fp, spec, input_size))
@@ -202,6 +205,14 @@ class Planner:
             if spec.bundled
             else f"found in SAMNET_CHECKPOINTS as {spec.checkpoint_filenames[0]}"
         )
+
+    def pretrain_rule(self, spec: BackboneSpec) -> tuple[bool, str]:
+        """Whether samnet_plan_and_train runs samnet_pretrain before fine-tuning."""
+        if spec.name in self.pretrained_bases:
+            return False, "done: the checkpoint is its result"
+        if self.overrides.get("checkpoint"):
+            return False, "the given checkpoint is fine-tuned as it is"
+        return False, PRETRAIN_MEASURED
 
     def budget_rule(self) -> tuple[int, int]:
         default = GPU_BUDGET if self.hardware.on_gpu else CPU_BUDGET

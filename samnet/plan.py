@@ -12,6 +12,13 @@ from typing import Any
 
 from samnet.errors import cli_entry
 
+
+def yes_or_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give yes or no")
+    return text == "yes"
+
+
 # Decisions a user can fix; their names are the planner's rule names.
 OVERRIDE_OPTIONS = {
     "backbone": (
@@ -38,6 +45,10 @@ OVERRIDE_OPTIONS = {
         str,
         "box, point or box,point: train SAM to follow an annotator's prompts instead",
     ),
+    "pretrain": (
+        yes_or_no,
+        "yes or no: continue pre-training the encoder on the dataset's own images (samnet_pretrain, its default budget) before fine-tuning",
+    ),
 }
 # samnet_plan records these in the plan; samnet_plan_and_train applies its budget to
 # every method at training time instead, so a new budget does not need a new plan.
@@ -47,6 +58,7 @@ METAVARS = {
     "support": "FILE",
     "few_shot_seed": "SEED",
     "prompts": "KINDS",
+    "pretrain": "{yes,no}",
 }
 CHOICES = {
     "peft": ("lora", "adapter", "full", "decoder"),

@@ -235,6 +235,18 @@ def support_baselines(
     return [Method(t, SAM_PLANS, configuration) for t in SUPPORT_TRAINERS]
 
 
+def pretraining_planned(sam_plans: Path, dataset_name: str) -> bool:
+    """The SAM plan asks for continued pre-training and no finished run is there yet."""
+    from samnet.planners.sam_planner import SAM_CONFIGURATION
+    from samnet.pretrain import finished_pretrained_bases
+
+    sam_block = json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION]
+    asked = any(
+        d["what"] == "pretrain" and d["value"] for d in sam_block["sam"]["decisions"]
+    )
+    return asked and not finished_pretrained_bases(dataset_name)
+
+
 def plan_and_train(args: argparse.Namespace) -> Path | None:
     """Run the whole job for parsed arguments; returns what ``launch`` says, or the report folder."""
     configure_environment()
@@ -244,6 +256,8 @@ def plan_and_train(args: argparse.Namespace) -> Path | None:
         SAM_PLANS,
     )
     from samnet.planning import plan_and_preprocess, plan_sam, preprocess
+    from samnet.pretrain import continue_pretraining
+    from samnet.pretrain import parse_arguments as pretrain_arguments
     from samnet.training import resolve_device, train_fold
 
     device = resolve_device(args.device)
@@ -274,6 +288,18 @@ def plan_and_train(args: argparse.Namespace) -> Path | None:
         [SAM_CONFIGURATION],
         args.overwrite,
     )
+    if "sam" in args.methods and pretraining_planned(sam_plans, dataset_name):
+        continue_pretraining(
+            pretrain_arguments([dataset_name, "--device", args.device])
+        )
+        # Re-plan: the planner now finds the new weights and fine-tunes them.
+        sam_plans = plan_sam(
+            dataset_id(dataset_name),
+            dataset_name,
+            args.device,
+            overrides_from(args),
+            overwrite=True,
+        )
     on_cpu = device.type == "cpu"
     sam_configurations = json.loads(sam_plans.read_text())["configurations"]
     sam_block = sam_configurations[SAM_CONFIGURATION]["sam"]

@@ -150,9 +150,9 @@ def plot_losses(losses: list[float], path: Path) -> None:
         axes.set_title("continued pre-training (masked image modelling)")
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(argv)
+def continue_pretraining(args: argparse.Namespace) -> Path:
+    """Pre-train the planned backbone on the dataset (parsed ``samnet_pretrain``
+    arguments); returns the new weights."""
     from samnet.paths import configure_environment, preprocessed_folder
 
     configure_environment()
@@ -224,10 +224,17 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({**record, "sha256": base.sha256, "losses": losses}, indent=2)
     )
     (folder / STATE_FILE).unlink()
+    return weights
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    weights = continue_pretraining(args)
     print(
-        f"samnet: pre-trained {plan.backbone} weights in {weights} (sha256 {base.sha256[:12]}); "
-        f"planning picks them up: samnet_plan_and_train {dataset_name} --overwrite "
-        f"(or name them: --checkpoint {weights})"
+        f"samnet: pre-trained weights in {weights}; planning picks them up: "
+        f"samnet_plan_and_train {args.dataset} --overwrite (or name them: "
+        f"--checkpoint {weights})"
     )
     return 0
 

@@ -13,7 +13,7 @@ from samnet.planners.explain import decision_rows, describe_fingerprint, describ
 from samnet.planners.fingerprint import ClassStatistics, SamFingerprint
 from samnet.planners.hardware import Hardware
 from samnet.planners.modality import detect_modality
-from samnet.planners.rules import Planner, PlanResult
+from samnet.planners.rules import Planner, PlanResult, user_reason
 from samnet.planners.sam_plan import SamPlan
 
 LAPTOP = Hardware("cpu", 2, 24.0, None, None, 250.0)
@@ -258,3 +258,21 @@ def test_planner_fine_tunes_samnet_pretrain_weights_when_the_dataset_has_them() 
     assert other_backbone.sam.checkpoint is None
     chosen = Planner(BRAIN_MRI, LAPTOP, {"checkpoint": "/mine.pth"}, found).plan()
     assert chosen.sam.checkpoint == "/mine.pth"
+
+
+def test_pretraining_is_planned_only_when_asked_and_not_done() -> None:
+    assert decision(plan(BRAIN_MRI), "pretrain")["value"] is False
+    asked = plan(BRAIN_MRI, pretrain=True)
+    assert decision(asked, "pretrain") == {
+        "what": "pretrain",
+        "value": True,
+        "because": user_reason("pretrain"),
+    }
+    weights = {
+        "lite_medsam": Path("/results/samnet_pretrain/lite_medsam_pretrained.pth")
+    }
+    done = Planner(BRAIN_MRI, LAPTOP, {}, weights).plan()
+    assert decision(done, "pretrain")["value"] is False
+    assert (
+        decision(plan(BRAIN_MRI, checkpoint="/mine.pth"), "pretrain")["value"] is False
+    )

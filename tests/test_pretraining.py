@@ -177,3 +177,32 @@ def test_pretraining_resumes_where_it_was_interrupted(tmp_path: Path) -> None:
     assert torch.equal(
         torch.load(state, weights_only=True)["model"]["fill"], model.fill.detach()
     )
+
+
+def test_plan_and_train_pretrains_when_the_plan_asks_and_no_run_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from samnet.plan import parse_arguments as plan_arguments
+    from samnet.plan_and_train import pretraining_planned
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    plans = tmp_path / "samnetPlans.json"
+
+    def plan_asking(pretrain: bool) -> Path:
+        decisions = [{"what": "pretrain", "value": pretrain, "because": "test"}]
+        sam = {"sam": {"decisions": decisions}}
+        plans.write_text(json.dumps({"configurations": {"sam_2d": sam}}))
+        return plans
+
+    assert pretraining_planned(plan_asking(True), "Dataset001_Demo")
+    assert not pretraining_planned(plan_asking(False), "Dataset001_Demo")
+    done = tmp_path / "results" / "Dataset001_Demo" / "samnet_pretrain"
+    done.mkdir(parents=True)
+    (done / "lite_medsam_pretrained.pth").write_bytes(b"")
+    (done / "pretrain.json").write_text("{}")
+    assert not pretraining_planned(plan_asking(True), "Dataset001_Demo")
+
+    assert plan_arguments(["4", "--pretrain", "yes"]).pretrain is True
+    assert plan_arguments(["4", "--pretrain", "no"]).pretrain is False
+    with pytest.raises(SystemExit):
+        plan_arguments(["4", "--pretrain", "maybe"])
