@@ -200,9 +200,8 @@ class Planner:
         return PlanResult(sam, factor, tuple(patch), batch)
 
     def checkpoint_rule(self, spec: BackboneSpec) -> tuple[str | None, str]:
-        """samnet_pretrain's continuation of the backbone on this dataset when there is
-        one (Gu et al. 2024: continued self-supervised pre-training helps), else the
-        backbone's usual weights."""
+        """samnet_pretrain's continuation of the backbone on this dataset when a finished
+        run is there (someone chose to pre-train), else the backbone's usual weights."""
         pretrained = self.pretrained_bases.get(spec.name)
         if pretrained is not None:
             return str(pretrained), (
