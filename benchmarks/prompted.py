@@ -17,8 +17,8 @@ arm gets (read from their ``samnet_budget.json``):
 
 Every arm is scored with nnU-Net's metric on the folds' validation cases. Writes
 ``benchmarks/results/prompted_<dataset>_<cpu|gpu>.json`` and a Markdown table beside it,
-after each dataset. The
-prompted arms' prompts come from the reference: an upper bound of an annotator's.
+after each dataset. The prompted arms' prompts come from the reference: an upper bound of
+an annotator's.
 
 Cost on 2 CPU cores, fold 0: the Hippocampus zero-shot arms ~35 min (42 cases at 256 px,
 resumable per case); a prompted training step costs ~3x a prompt-free one (SAM's decoder
@@ -91,13 +91,13 @@ def fine_tune(
     return Path(environment["nnUNet_results"]) / dataset / PROMPTED
 
 
-def table(results: dict) -> str:
+def table(name: str, methods: dict) -> str:
+    """One dataset's arms as a Markdown table of fold-mean Dice and IoU."""
     lines = ["| dataset | method | Dice | IoU |", "| --- | --- | --- | --- |"]
-    for name, methods in results.items():
-        for method, folds in methods.items():
-            dice = sum(f["dice"] for f in folds.values()) / len(folds)
-            iou = sum(f["iou"] for f in folds.values()) / len(folds)
-            lines.append(f"| {name} | {method} | {dice:.3f} | {iou:.3f} |")
+    for method, folds in methods.items():
+        dice = sum(f["dice"] for f in folds.values()) / len(folds)
+        iou = sum(f["iou"] for f in folds.values()) / len(folds)
+        lines.append(f"| {name} | {method} | {dice:.3f} | {iou:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +132,7 @@ def run_dataset(name: str, folds: list[int], device: str) -> None:
     entry["prompt_free"] = fold_scores(prompt_free, folds)
     host = machine()
     result_name = f"prompted_{name}_{host['kind'].lower()}"
-    (RESULTS / f"{result_name}.md").write_text(table({name: entry}))
+    (RESULTS / f"{result_name}.md").write_text(table(name, entry))
     write_result(
         result_name,
         {

@@ -6,10 +6,9 @@
 Masked image modelling (``samnet.pretraining``) on random windows of every slice the SAM
 configuration sees, imagesTr and imagesTs, as nnU-Net preprocesses them for ``sam_2d``
 (labels are never read), starting from the plan's base weights at the plan's input size.
-Writes to
-``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their identity,
-``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``. Interrupted
-runs resume from ``state.pth`` when re-run with the same budget.
+Writes to ``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their
+identity, ``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``.
+Interrupted runs resume from ``state.pth`` when re-run with the same budget.
 """
 
 from __future__ import annotations
