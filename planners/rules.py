@@ -216,6 +216,14 @@ class Planner:
 
     def pretrain_rule(self, spec: BackboneSpec) -> tuple[bool, str]:
         """Whether samnet_plan_and_train runs samnet_pretrain before fine-tuning."""
+        if self.overrides.get("pretrain") and self.overrides.get("checkpoint"):
+            # The re-plan after pre-training would keep the given file, not the result.
+            raise SamnetError(
+                None,
+                "--pretrain yes with --checkpoint: the pre-trained weights would go unused",
+                "drop --checkpoint to pre-train the backbone's usual weights, or drop "
+                "--pretrain to fine-tune the given checkpoint as it is",
+            )
         if spec.name in self.pretrained_bases:
             return False, "done: the checkpoint is its result"
         if self.overrides.get("checkpoint"):

@@ -236,15 +236,14 @@ def support_baselines(
 
 
 def pretraining_planned(sam_plans: Path, dataset_name: str) -> bool:
-    """The SAM plan asks for continued pre-training and no finished run is there yet."""
+    """The SAM plan asks for continued pre-training and no finished run of its backbone
+    is there yet."""
     from samnet.planners.sam_planner import SAM_CONFIGURATION
     from samnet.pretrain import finished_pretrained_bases
 
-    sam_block = json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION]
-    asked = any(
-        d["what"] == "pretrain" and d["value"] for d in sam_block["sam"]["decisions"]
-    )
-    return asked and not finished_pretrained_bases(dataset_name)
+    sam = json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION]["sam"]
+    asked = any(d["what"] == "pretrain" and d["value"] for d in sam["decisions"])
+    return asked and sam["backbone"] not in finished_pretrained_bases(dataset_name)
 
 
 def plan_and_train(args: argparse.Namespace) -> Path | None:

@@ -276,3 +276,5 @@ def test_pretraining_is_planned_only_when_asked_and_not_done() -> None:
     assert (
         decision(plan(BRAIN_MRI, checkpoint="/mine.pth"), "pretrain")["value"] is False
     )
+    with pytest.raises(SamnetError, match="pre-trained weights would go unused"):
+        plan(BRAIN_MRI, checkpoint="/mine.pth", pretrain=True)

@@ -188,9 +188,9 @@ def test_plan_and_train_pretrains_when_the_plan_asks_and_no_run_finished(
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     plans = tmp_path / "samnetPlans.json"
 
-    def plan_asking(pretrain: bool) -> Path:
+    def plan_asking(pretrain: bool, backbone: str = "lite_medsam") -> Path:
         decisions = [{"what": "pretrain", "value": pretrain, "because": "test"}]
-        sam = {"sam": {"decisions": decisions}}
+        sam = {"sam": {"backbone": backbone, "decisions": decisions}}
         plans.write_text(json.dumps({"configurations": {"sam_2d": sam}}))
         return plans
 
@@ -201,6 +201,7 @@ def test_plan_and_train_pretrains_when_the_plan_asks_and_no_run_finished(
     (done / "lite_medsam_pretrained.pth").write_bytes(b"")
     (done / "pretrain.json").write_text("{}")
     assert not pretraining_planned(plan_asking(True), "Dataset001_Demo")
+    assert pretraining_planned(plan_asking(True, "sam_vit_b"), "Dataset001_Demo")
 
     assert plan_arguments(["4", "--pretrain", "yes"]).pretrain is True
     assert plan_arguments(["4", "--pretrain", "no"]).pretrain is False
