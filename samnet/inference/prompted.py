@@ -197,6 +197,8 @@ def predict_with_prompts(
     )
     ending = model.dataset_json["file_ending"]
     reader = model.plans_manager.image_reader_writer_class()
+    # Every image is read up front for its shape, so that a bad prompt anywhere in the
+    # file stops the run before any output is written (each is read again to segment).
     shapes = {}
     for case, files in cases.items():
         if not all(f.name.endswith(ending) for f in files):
