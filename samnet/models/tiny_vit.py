@@ -119,21 +119,16 @@ class PatchMerging(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside square windows, with a learned bias per head for
-    each (|dy|, |dx|) offset between two positions.
+    """Multi-head self-attention inside one square window, with a learned bias per head
+    for each (|dy|, |dx|) offset between two positions.
 
-    ``B x H x W x dim`` -> ``B x H x W x dim``. As in TinyViT, the grid is padded with zero
-    tokens to whole windows of ``window_size²`` positions (row-major), and padding tokens
-    take part in attention as keys and values. They are all alike, so their query, key
-    and value are computed once: the linear layers run on the real tokens only (at 128 px
-    LiteMedSAM's window-14 stage pads 32 x 32 tokens to 42 x 42).
+    ``B x N x dim`` -> ``B x N x dim`` with ``N = window_size²``, positions row-major.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.window_size = window_size
         self.norm = nn.LayerNorm(dim)
         # Per head: query, key and value side by side (TinyViT's layout).
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -152,47 +147,27 @@ class WindowAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, dim = x.shape
-        qkv = self.padded_to_windows(self.qkv(self.norm(x)))
-        windows, _, tokens, _ = qkv.shape
+        batch, tokens, _ = x.shape
+        qkv = self.qkv(self.norm(x)).view(
+            batch, tokens, self.num_heads, 3 * self.head_dim
+        )
         query, key, value = (
             part.reshape(-1, tokens, self.head_dim)
-            for part in qkv.split(self.head_dim, dim=-1)
+            for part in qkv.transpose(1, 2).split(self.head_dim, dim=-1)
         )
         bias = self.attention_biases[:, self.attention_bias_idxs]
         # Written out rather than F.scaled_dot_product_attention: windows hold at most
         # 196 tokens, and on CPU SDPA's float-mask path spends longer validating the mask
         # than attending (measured: 6% of LiteMedSAM's encoder time).
         scores = torch.baddbmm(
-            bias.expand(windows, -1, -1, -1).reshape(-1, tokens, tokens),
+            bias.expand(batch, -1, -1, -1).reshape(-1, tokens, tokens),
             query * self.head_dim**-0.5,
             key.transpose(1, 2),
         )
-        mixed = torch.bmm(scores.softmax(dim=-1), value).view(
-            windows, self.num_heads, tokens, self.head_dim
+        out = torch.bmm(scores.softmax(dim=-1), value).view(
+            batch, self.num_heads, tokens, -1
         )
-        size = self.window_size
-        mixed = mixed.transpose(1, 2).reshape(windows, size, size, dim)
-        padded = (height + (-height) % size, width + (-width) % size)
-        return self.proj(window_unpartition(mixed, size, padded, (height, width)))
-
-    def padded_to_windows(self, qkv: torch.Tensor) -> torch.Tensor:
-        """``B x H x W x 3·dim`` -> ``B·windows x heads x window_size² x 3·head_dim``,
-        the grid padded with a zero token's query, key and value."""
-        batch, height, width, _ = qkv.shape
-        size = self.window_size
-        pad_height, pad_width = (-height) % size, (-width) % size
-        if pad_height or pad_width:
-            zero = self.norm.weight.new_zeros(self.norm.normalized_shape)
-            padding = self.qkv(self.norm(zero))
-            qkv = torch.cat([qkv, padding.expand(batch, height, pad_width, -1)], dim=2)
-            qkv = torch.cat(
-                [qkv, padding.expand(batch, pad_height, width + pad_width, -1)], dim=1
-            )
-        windows, _ = window_partition(qkv, size)
-        return windows.view(
-            len(windows), size * size, self.num_heads, 3 * self.head_dim
-        ).transpose(1, 2)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
 
 class Mlp(nn.Module):
@@ -220,13 +195,19 @@ class TinyViTBlock(nn.Module):
         local_conv_size: int,
     ) -> None:
         super().__init__()
+        self.window_size = window_size
         self.attn = WindowAttention(dim, num_heads, window_size)
         self.local_conv = Conv2dBN(dim, dim, kernel_size=local_conv_size, groups=dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.permute(0, 2, 3, 1)
-        tokens = tokens + self.attn(tokens)
+        height, width = tokens.shape[1:3]
+        windows, padded_size = window_partition(tokens, self.window_size)
+        attended = self.attn(windows.flatten(1, 2)).view_as(windows)
+        tokens = tokens + window_unpartition(
+            attended, self.window_size, padded_size, (height, width)
+        )
         tokens = self.local_conv(tokens.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         tokens = tokens + self.mlp(tokens)
         return tokens.permute(0, 3, 1, 2)
