@@ -55,7 +55,7 @@ def encoder_flops(encoder: torch.nn.Module, size: int) -> int:
 def measure(run, x: torch.Tensor) -> tuple[float, float, torch.Tensor]:
     """Best seconds per slice and best matmul rate over REPEATS interleaved rounds, after
     one warm-up call (which compiles), and the output. The host's speed drifts within
-    minutes (170-315 GFLOP/s seen), so the two are taken at their best in the same minute.
+    minutes (176-321 GFLOP/s seen), so the two are taken at their best in the same minute.
     """
     output = run(x)
     seconds, matmul = [], []
