@@ -105,7 +105,7 @@ class SamSegmentationNetwork(nn.Module):
 
     def fast_inference_encoder(self) -> FastEncoder:
         """The frozen encoder with BatchNorm folded, convolutions fused with their GELU,
-        channels-last (eager): 1.4x (batch 1) to 1.9x (batch 8) faster per slice on CPU at
+        channels-last (eager): 1.7x (batch 1) to 1.9x (batch 8) faster per slice on CPU at
         128 px, outputs within 1e-5 relative (benchmarks/encoder_speed.py).
 
         Made on first use and remade only when the encoder's weights changed: nnU-Net's
