@@ -1,7 +1,7 @@
 """Few-shot SAM (Xie et al. 2024) against its baselines on Hippocampus and CXR_Lungs.
 
     .venv/bin/python benchmarks/fewshot.py [--datasets hippocampus cxr] [--shots 1 5 10 20]
-        [--seeds 0 1 2] [--folds 0] [--epochs 5 --iterations-per-epoch 50 --batch-size 16]
+        [--seeds 0 1 2] [--folds 0] [--epochs 5 --iterations-per-epoch 50 --batch-size B]
 
 For each dataset, on the validation cases of ``--folds`` and with nnU-Net's metric:
 
@@ -12,7 +12,9 @@ For each dataset, on the validation cases of ``--folds`` and with nnU-Net's metr
   class (once; reference-derived prompts, so an upper bound of an annotator's);
 - per K and support draw (``--seeds``): ``few_shot`` (samnet's few-shot SAM),
   ``nnunet_k`` and ``nnunet_10k`` (nnU-Net on the same K support slices and on 10K),
-  all with one budget.
+  all with one budget: 5 x 50 steps of the comparison's batch (32 slices on Hippocampus,
+  4 X-rays on CXR_Lungs, where nnU-Net 2d_lowres at 16 takes 6+ min an epoch on 2 cores)
+  unless ``--batch-size`` sets one for every dataset.
 
 One few-shot plan exists at a time, so after each (K, seed) the folds' validation
 summaries and support records are copied to
@@ -59,12 +61,13 @@ FOLD_FILES = (
     "samnet_fold_stats.json",
 )
 CXR = SHARED_DATA / "CXR_Lungs"
-# name: (dataset, conversion command, the 2d configuration nnU-Net trains on)
+# name: (dataset, conversion command, the 2d configuration nnU-Net trains on, batch)
 DATASETS = {
     "hippocampus": (
         "Dataset004_Hippocampus",
         ["samnet.preprocessing.convert_msd", str(SHARED_DATA / "Task04_Hippocampus")],
         "2d",
+        32,
     ),
     "cxr": (
         "Dataset501_CXRLungs",
@@ -75,6 +78,7 @@ DATASETS = {
             *("--label-names", "background,right_lung,left_lung"),
         ],
         "2d_lowres",
+        4,
     ),
 }
 
@@ -89,7 +93,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, help="default: the dataset's")
     parser.add_argument("--device", default="auto")
     return parser.parse_args()
 
@@ -125,22 +129,27 @@ def run_few_shot(
     configuration: str,
     environment: dict[str, str],
 ) -> None:
-    """Few-shot SAM and nnU-Net on its support slices, afresh for one (K, seed).
+    """Few-shot SAM and nnU-Net on its support slices for one (K, seed).
 
-    The SAM plan is removed rather than re-planned with ``--overwrite``, which would also
-    re-extract the fingerprint and re-preprocess the data; the methods' folds are removed
-    so they train on the new support set.
+    A plan made for another (K, seed) is removed rather than re-planned with
+    ``--overwrite``, which would also re-extract the fingerprint and re-preprocess the
+    data; the methods' folds go with it so they train on the new support set. A plan for
+    this (K, seed) is kept, so an interrupted draw resumes where it stopped.
     """
-    (Path(environment["nnUNet_preprocessed"]) / dataset / "samnetPlans.json").unlink(
-        missing_ok=True
+    plan = Path(environment["nnUNet_preprocessed"]) / dataset / "samnetPlans.json"
+    wanted = {"few_shot": shots, "few_shot_seed": seed}
+    planned = (
+        json.loads(plan.read_text())["samnet"]["overrides"] if plan.exists() else {}
     )
-    for folder in METHODS.values():
-        shutil.rmtree(
-            Path(environment["nnUNet_results"])
-            / dataset
-            / folder.format(configuration=configuration),
-            ignore_errors=True,
-        )
+    if any(planned.get(name) != value for name, value in wanted.items()):
+        plan.unlink(missing_ok=True)
+        for folder in METHODS.values():
+            shutil.rmtree(
+                Path(environment["nnUNet_results"])
+                / dataset
+                / folder.format(configuration=configuration),
+                ignore_errors=True,
+            )
     few_shot = ["--methods", "sam", "support", "--few-shot", str(shots)]
     run_command([*train, *few_shot, "--few-shot-seed", str(seed)], environment)
 
@@ -223,10 +232,8 @@ def main() -> None:
     preprocessed = Path(environment["nnUNet_preprocessed"])
     host = machine()
     target = RESULTS / f"fewshot_{host['kind'].lower()}"
-    budget = ["--epochs", str(args.epochs), "--iterations-per-epoch"]
-    budget += [str(args.iterations_per_epoch), "--batch-size", str(args.batch_size)]
     result = {"benchmark": "fewshot", "machine": host, "folds": args.folds}
-    result["budget"] = {"arguments": budget, "shots": args.shots, "seeds": args.seeds}
+    result["budget"] = {"shots": args.shots, "seeds": args.seeds}
     result["note"] = (
         "zero_shot_* use prompts derived from the reference on every slice showing a "
         "class: an upper bound of an annotator's prompts, not an automatic method"
@@ -234,7 +241,11 @@ def main() -> None:
     start = time.perf_counter()
     summary = {}
     for name in args.datasets:
-        dataset, convert, configuration = DATASETS[name]
+        dataset, convert, configuration, batch_size = DATASETS[name]
+        budget = ["--epochs", str(args.epochs), "--iterations-per-epoch"]
+        budget += [str(args.iterations_per_epoch), "--batch-size"]
+        budget.append(str(args.batch_size or batch_size))
+        result["budget"][name] = budget
         if not (Path(environment["nnUNet_raw"]) / dataset).exists():
             run_command([sys.executable, "-m", *convert], environment)
         train = [sys.executable, "-m", "samnet.plan_and_train", dataset, *budget]
