@@ -200,6 +200,15 @@ def test_automatic_support_refuses_what_it_cannot_give() -> None:
         select_support(apart, 1, seed=0)
 
 
+def test_automatic_support_can_take_all_there_is_instead() -> None:
+    one_case = {"case0": CLASS_AREAS["case0"]}
+    chosen = select_support(one_case, 90, seed=0, at_most_available=True)
+    assert sorted(chosen) == [("case0", z) for z in range(8)]
+    assert select_support(one_case, 3, 0, at_most_available=True) == select_support(
+        one_case, 3, 0
+    )
+
+
 def test_support_files_in_json_and_csv(tmp_path: Path) -> None:
     as_json = tmp_path / "support.json"
     as_json.write_text(json.dumps([{"case": "a", "slice": 3}, ["b", 0], {"case": "c"}]))

@@ -52,6 +52,25 @@ def test_each_support_slice_is_a_case_of_one_slice(preprocessed: Path) -> None:
             assert (seg[tuple(locations.T)] == label).all()
 
 
+def test_more_slices_than_labelled_is_refused_or_all_of_them(
+    preprocessed: Path,
+) -> None:
+    dataset = nnUNetDatasetBlosc2(str(preprocessed), list(TRAINING))
+    plan = FewShotPlan(1000, seed=1)
+    with pytest.raises(SamnetError, match="more slices than"):
+        fold_support(plan, dataset, TRAINING, VALIDATION, CLASSES)
+    slices = fold_support(
+        plan, dataset, TRAINING, VALIDATION, CLASSES, at_most_available=True
+    )
+    every_slice = {
+        (case, z)
+        for case in TRAINING
+        for z in range(dataset.load_case(case)[1].shape[1])
+    }
+    assert {(s.case, s.index) for s in slices} == every_slice
+    assert len(slices) == len(every_slice)
+
+
 def test_nnunets_loader_draws_2d_batches_of_support_slices_only(
     preprocessed: Path,
 ) -> None:

@@ -5,8 +5,9 @@ slices and on 10x as many. These variants keep nnU-Net's network, loss, augmenta
 validation; the one hook they override, ``get_tr_and_val_datasets``, makes the training
 dataset the fold's support slices, chosen exactly as ``nnUNetTrainerSAMFewShot`` chooses
 them: from the ``few_shot`` block of the same plans' ``sam_2d`` (K, seed, or the user's
-list) over the fold's training cases, with K multiplied by ``SHOTS_FACTOR``. Validation
-is nnU-Net's, on the whole validation volumes::
+list) over the fold's training cases, with K multiplied by ``SHOTS_FACTOR``; where the
+training cases label fewer slices than 10K, the 10x variant takes all of them (its log
+gives the count). Validation is nnU-Net's, on the whole validation volumes::
 
     nnUNetv2_train 4 2d 0 -p samnetPlans -tr nnUNetTrainerSupportSlices
     nnUNetv2_train 4 2d 0 -p samnetPlans -tr nnUNetTrainerSupportSlices10x
@@ -104,6 +105,7 @@ class nnUNetTrainerSupportSlices(nnUNetTrainer):
             training_cases,
             validation_cases,
             self.label_manager.num_segmentation_heads,
+            at_most_available=self.SHOTS_FACTOR > 1,
         )
         classes = (
             self.label_manager.foreground_regions

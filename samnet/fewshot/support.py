@@ -129,7 +129,10 @@ def _support_slice(path: Path, number: int, entry: object) -> SupportSlice:
 
 
 def select_support(
-    class_areas: Mapping[str, np.ndarray], shots: int, seed: int
+    class_areas: Mapping[str, np.ndarray],
+    shots: int,
+    seed: int,
+    at_most_available: bool = False,
 ) -> list[tuple[str, int]]:
     """K slices spread over cases and over each case's labelled extent, classes covered.
 
@@ -138,6 +141,8 @@ def select_support(
         of each foreground class in each slice (axis 0 of the preprocessed case).
       shots: K, the number of slices.
       seed: makes the choice reproducible; another seed, another support set.
+      at_most_available: when the cases label fewer slices than K asks for, take all of
+        them instead of refusing (nnU-Net's 10K baseline on a small dataset).
 
     Returns:
       ``(case, index)`` pairs, in the order chosen.
@@ -161,6 +166,8 @@ def select_support(
     available = sum(int(class_areas[c].any(axis=1).sum()) for c in cases)
     empty = sum(int((~class_areas[c].any(axis=1)).sum()) for c in cases)
     negatives = min(shots // NEGATIVE_EVERY, empty)
+    if at_most_available:
+        shots = negatives + min(shots - negatives, available)
     if shots - negatives > available:
         raise SamnetError(
             None,

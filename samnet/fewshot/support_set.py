@@ -113,11 +113,12 @@ def fold_support(
     training_cases: Sequence[str],
     validation_cases: Sequence[str],
     num_classes: int,
+    at_most_available: bool = False,
 ) -> list[ResolvedSlice]:
     """The support slices of a fold: the plan's (checked) or chosen automatically.
 
     ``dataset`` is nnU-Net's dataset over the configuration's preprocessed folder; only
-    the fold's training cases are read.
+    the fold's training cases are read. ``at_most_available``: see ``select_support``.
     """
     crops, areas = {}, {}
     for case in training_cases:
@@ -135,7 +136,7 @@ def fold_support(
         return resolve_support(
             support, training_cases, validation_cases, crops, plan.support_file
         )
-    chosen = select_support(areas, plan.shots, plan.seed)
+    chosen = select_support(areas, plan.shots, plan.seed, at_most_available)
     return [
         ResolvedSlice(case, index + crops[case][1], index) for case, index in chosen
     ]
