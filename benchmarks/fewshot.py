@@ -19,10 +19,13 @@ For each dataset, on the validation cases of ``--folds`` and with nnU-Net's metr
 One few-shot plan exists at a time, so after each (K, seed) the folds' validation
 summaries and support records are copied to
 ``benchmarks/results/fewshot_<cpu|gpu>/<dataset>/K<k>/seed<s>/<method>/``. The summary
-``fewshot_<cpu|gpu>.json`` holds mean foreground Dice and IoU per method and K (mean and sd
-over draws), the paper's two bars (few-shot IoU / point IoU >= 1.5; few-shot Dice within
-0.02 of nnU-Net at 10K), and ``fewshot_<cpu|gpu>.png`` plots Dice against K. Resumable per
-(K, seed): re-run the same command. Works in ``benchmarks/work/fewshot/`` (its own plans).
+``fewshot_<cpu|gpu>.json`` holds mean foreground Dice and IoU per method and K (mean and
+sd over draws), the slices each nnU-Net baseline trained on (10K is capped at what the
+fold's training cases label: 78 X-rays on CXR_Lungs), the paper's two bars (few-shot IoU
+/ point IoU >= 1.5; few-shot Dice within 0.02 of nnU-Net at 10K); ``.md`` has them as
+tables and ``fewshot_<cpu|gpu>.png`` plots Dice against K. Resumable per (K, seed): re-run
+the same command, and an interrupted draw continues. Works in ``benchmarks/work/fewshot/``
+(its own plans).
 
 Not yet run in full: 2 datasets x 4 K x 3 draws x 3 trainings is hours on 2 cores, so
 size ``--shots``/``--seeds``/budget to the session that runs it.
@@ -99,7 +102,8 @@ def arguments() -> argparse.Namespace:
 
 
 def fold_scores(folder: Path, folds: list[int]) -> dict:
-    """Mean foreground Dice and IoU per fold from nnU-Net's validation summaries."""
+    """Mean foreground Dice and IoU per fold from nnU-Net's validation summaries, and
+    the number of slices an nnU-Net support baseline trained on (10K may be capped)."""
     scores = {}
     for fold in folds:
         summary = json.loads(
@@ -107,6 +111,9 @@ def fold_scores(folder: Path, folds: list[int]) -> dict:
         )
         mean = summary["foreground_mean"]
         scores[str(fold)] = {"dice": mean["Dice"], "iou": mean["IoU"]}
+        support = folder / f"fold_{fold}/support_slices.json"
+        if support.exists():
+            scores[str(fold)]["slices"] = len(json.loads(support.read_text()))
     return scores
 
 
@@ -174,6 +181,8 @@ def summarize(entry: dict, shots: list[int], seeds: list[int]) -> dict:
                 row[f"{metric}_sd_over_draws"] = (
                     float(np.std(values, ddof=1)) if len(values) > 1 else None
                 )
+            if method != "few_shot":
+                row["slices"] = pooled([f for d in draws for f in d], "slices")
     bars = {}
     point_iou = table["zero_shot_point"]["iou"]
     for k in shots:
@@ -185,6 +194,39 @@ def summarize(entry: dict, shots: list[int], seeds: list[int]) -> dict:
             "dice_within_0.02_of_nnunet_10k": few["dice"] >= tenfold["dice"] - 0.02,
         }
     return {"table": table, "bars": bars}
+
+
+def markdown(summary: dict) -> str:
+    """Per dataset: each method's Dice and IoU (sd over draws; slices nnU-Net trained
+    on), then the paper's two bars per K."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = []
+    for name, result in summary.items():
+        lines += [f"### {name}", ""]
+        lines += ["| method | K | slices | Dice | Dice sd over draws | IoU |"]
+        lines += ["| --- | --- | --- | --- | --- | --- |"]
+        for key, row in result["table"].items():
+            method, _, shots = key.partition(" K=")
+            slices = f"{row['slices']:.0f}" if "slices" in row else "-"
+            lines.append(
+                f"| {method} | {shots or '-'} | {slices} | {number(row['dice'])} | "
+                f"{number(row.get('dice_sd_over_draws'))} | {number(row['iou'])} |"
+            )
+        lines += ["", "| K | few-shot IoU / point IoU (bar: >= 1.5) | "]
+        lines[-1] += "few-shot Dice - nnU-Net 10K Dice (bar: >= -0.02) |"
+        lines += ["| --- | --- | --- |"]
+        for shots, bar in result["bars"].items():
+            ratio = bar["iou_ratio_to_point_prompt"]
+            lines.append(
+                f"| {shots.removeprefix('K=')} | "
+                f"{'-' if ratio is None else f'{ratio:.1f}'} | "
+                f"{bar['dice_minus_nnunet_10k']:+.3f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(summary: dict, shots: list[int], path: Path) -> None:
@@ -289,6 +331,7 @@ def main() -> None:
     result["summary"] = summary
     result["wall_seconds_this_run"] = round(time.perf_counter() - start, 1)
     write_result(target.name, result)
+    (RESULTS / f"{target.name}.md").write_text(markdown(summary))
     plot(summary, args.shots, RESULTS / f"{target.name}.png")
 
 
