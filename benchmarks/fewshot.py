@@ -19,8 +19,8 @@ For each dataset, on the validation cases of ``--folds`` and with nnU-Net's metr
 One few-shot plan exists at a time, so after each (K, seed) the folds' validation
 summaries and support records are copied to
 ``benchmarks/results/fewshot_<cpu|gpu>/<dataset>/K<k>/seed<s>/<method>/``. The summary
-``fewshot_<cpu|gpu>.json`` holds mean foreground Dice and IoU per method and K (mean and
-sd over draws), the slices each nnU-Net baseline trained on (10K is capped at what the
+``fewshot_<cpu|gpu>.json`` holds per dataset (a run replaces only its datasets' entries)
+mean foreground Dice and IoU per method and K (mean and sd over draws), the slices each nnU-Net baseline trained on (10K is capped at what the
 fold's training cases label: 78 X-rays on CXR_Lungs), the paper's two bars (few-shot IoU
 / point IoU >= 1.5; few-shot Dice within 0.02 of nnU-Net at 10K); ``.md`` has them as
 tables and ``fewshot_<cpu|gpu>.png`` plots Dice against K. Resumable per (K, seed): re-run
@@ -193,7 +193,7 @@ def summarize(entry: dict, shots: list[int], seeds: list[int]) -> dict:
             "dice_minus_nnunet_10k": few["dice"] - tenfold["dice"],
             "dice_within_0.02_of_nnunet_10k": few["dice"] >= tenfold["dice"] - 0.02,
         }
-    return {"table": table, "bars": bars}
+    return {"shots": shots, "seeds": seeds, "table": table, "bars": bars}
 
 
 def markdown(summary: dict) -> str:
@@ -229,7 +229,7 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, shots: list[int], path: Path) -> None:
+def plot(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,7 +237,7 @@ def plot(summary: dict, shots: list[int], path: Path) -> None:
 
     figure, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4.5))
     for axis, (name, result) in zip(np.atleast_1d(axes), summary.items()):
-        table = result["table"]
+        table, shots = result["table"], result["shots"]
         for method in METHODS:
             rows = [table[f"{method} K={k}"] for k in shots]
             axis.errorbar(
@@ -274,20 +274,17 @@ def main() -> None:
     preprocessed = Path(environment["nnUNet_preprocessed"])
     host = machine()
     target = RESULTS / f"fewshot_{host['kind'].lower()}"
-    result = {"benchmark": "fewshot", "machine": host, "folds": args.folds}
-    result["budget"] = {"shots": args.shots, "seeds": args.seeds}
-    result["note"] = (
-        "zero_shot_* use prompts derived from the reference on every slice showing a "
-        "class: an upper bound of an annotator's prompts, not an automatic method"
+    written = target.with_suffix(".json")
+    # A dataset run by another invocation keeps its entry: each is run on its own.
+    datasets = (
+        json.loads(written.read_text()).get("datasets", {}) if written.exists() else {}
     )
-    start = time.perf_counter()
-    summary = {}
     for name in args.datasets:
+        start = time.perf_counter()
         dataset, convert, configuration, batch_size = DATASETS[name]
         budget = ["--epochs", str(args.epochs), "--iterations-per-epoch"]
         budget += [str(args.iterations_per_epoch), "--batch-size"]
         budget.append(str(args.batch_size or batch_size))
-        result["budget"][name] = budget
         if not (Path(environment["nnUNet_raw"]) / dataset).exists():
             run_command([sys.executable, "-m", *convert], environment)
         train = [sys.executable, "-m", "samnet.plan_and_train", dataset, *budget]
@@ -326,13 +323,24 @@ def main() -> None:
                 entry.setdefault(f"K{shots}", {})[f"seed{seed}"] = {
                     method: fold_scores(kept / method, args.folds) for method in METHODS
                 }
-        result[name] = entry
-        summary[name] = summarize(entry, args.shots, args.seeds)
-    result["summary"] = summary
-    result["wall_seconds_this_run"] = round(time.perf_counter() - start, 1)
-    write_result(target.name, result)
-    (RESULTS / f"{target.name}.md").write_text(markdown(summary))
-    plot(summary, args.shots, RESULTS / f"{target.name}.png")
+        datasets[name] = {
+            "machine": host,
+            "folds": args.folds,
+            "budget": budget,
+            "scores": entry,
+            "summary": summarize(entry, args.shots, args.seeds),
+            "wall_seconds_this_run": round(time.perf_counter() - start, 1),
+        }
+    note = (
+        "zero_shot_* use prompts derived from the reference on every slice showing a "
+        "class: an upper bound of an annotator's prompts, not an automatic method"
+    )
+    write_result(
+        target.name, {"benchmark": "fewshot", "note": note, "datasets": datasets}
+    )
+    summary = {name: entry["summary"] for name, entry in datasets.items()}
+    target.with_suffix(".md").write_text(markdown(summary))
+    plot(summary, target.with_suffix(".png"))
 
 
 if __name__ == "__main__":
