@@ -21,8 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from common import machine, write_result
-from encoder_speed import BATCHES, REPEATS, SIZES, matmul_gflops, timed
+from encoder_speed import BATCHES, REPEATS, SIZES, matmul_gflops, timed, write_rows
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -150,16 +149,7 @@ def main() -> None:
                     f"    {name:22s} {kind['gflop']:7.2f} GFLOP {kind['seconds']:7.3f} s "
                     f"{kind['fraction_of_matmul_rate']:6.1%} of matmul rate"
                 )
-    write_result(
-        f"encoder_ceiling_lite_medsam_{machine()['kind'].lower()}",
-        {
-            "benchmark": "encoder_ceiling",
-            "backbone": "lite_medsam",
-            "machine": machine(),
-            "threads": torch.get_num_threads(),
-            "rows": rows,
-        },
-    )
+    write_rows("encoder_ceiling", rows)
 
 
 if __name__ == "__main__":

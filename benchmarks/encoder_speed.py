@@ -133,10 +133,15 @@ def main() -> None:
                     f"{size:4d} px  batch {batch}  {name:46s} {seconds:7.3f} s/slice  "
                     f"{achieved:6.1f} GFLOP/s  {achieved / matmul:5.1%} of matmul  rel.diff {error:.1e}"
                 )
+    write_rows("encoder_speed", rows)
+
+
+def write_rows(benchmark: str, rows: list[dict]) -> None:
+    """``benchmarks/results/<benchmark>_lite_medsam_<cpu|gpu>.json`` with the machine."""
     write_result(
-        f"encoder_speed_lite_medsam_{machine()['kind'].lower()}",
+        f"{benchmark}_lite_medsam_{machine()['kind'].lower()}",
         {
-            "benchmark": "encoder_speed",
+            "benchmark": benchmark,
             "backbone": "lite_medsam",
             "machine": machine(),
             "threads": torch.get_num_threads(),
