@@ -20,10 +20,11 @@ One few-shot plan exists at a time, so after each (K, seed) the folds' validatio
 summaries and support records are copied to
 ``benchmarks/results/fewshot_<cpu|gpu>/<dataset>/K<k>/seed<s>/<method>/``. The summary
 ``fewshot_<cpu|gpu>.json`` holds per dataset (a run replaces only its datasets' entries)
-mean foreground Dice and IoU per method and K (mean and sd over draws), the slices each nnU-Net baseline trained on (10K is capped at what the
-fold's training cases label: 78 X-rays on CXR_Lungs), the paper's two bars (few-shot IoU
-/ point IoU >= 1.5; few-shot Dice within 0.02 of nnU-Net at 10K); ``.md`` has them as
-tables and ``fewshot_<cpu|gpu>.png`` plots Dice against K. Resumable per (K, seed): re-run
+mean foreground Dice and IoU per method and K (mean and sd over draws), the slices each
+nnU-Net baseline trained on (10K is capped at what the fold's training cases label: 78
+X-rays on CXR_Lungs), the paper's two bars (few-shot IoU / point IoU >= 1.5; few-shot
+Dice within 0.02 of nnU-Net at 10K); ``.md`` has them as tables and
+``fewshot_<cpu|gpu>.png`` plots Dice against K. Resumable per (K, seed): re-run
 the same command, and an interrupted draw continues. Works in ``benchmarks/work/fewshot/``
 (its own plans).
 
@@ -128,6 +129,17 @@ def keep_folds(source: Path, target: Path, folds: list[int]) -> None:
                 shutil.copy2(path, destination)
 
 
+def method_folders(
+    environment: dict[str, str], dataset: str, configuration: str
+) -> dict[str, Path]:
+    """Where each of ``METHODS`` trains on ``dataset``."""
+    results = Path(environment["nnUNet_results"]) / dataset
+    return {
+        method: results / folder.format(configuration=configuration)
+        for method, folder in METHODS.items()
+    }
+
+
 def run_few_shot(
     train: list[str],
     shots: int,
@@ -150,13 +162,8 @@ def run_few_shot(
     )
     if any(planned.get(name) != value for name, value in wanted.items()):
         plan.unlink(missing_ok=True)
-        for folder in METHODS.values():
-            shutil.rmtree(
-                Path(environment["nnUNet_results"])
-                / dataset
-                / folder.format(configuration=configuration),
-                ignore_errors=True,
-            )
+        for folder in method_folders(environment, dataset, configuration).values():
+            shutil.rmtree(folder, ignore_errors=True)
     few_shot = ["--methods", "sam", "support", "--few-shot", str(shots)]
     run_command([*train, *few_shot, "--few-shot-seed", str(seed)], environment)
 
@@ -215,9 +222,14 @@ def markdown(summary: dict) -> str:
                 f"| {method} | {shots or '-'} | {slices} | {number(row['dice'])} | "
                 f"{number(row.get('dice_sd_over_draws'))} | {number(row['iou'])} |"
             )
-        lines += ["", "| K | few-shot IoU / point IoU (bar: >= 1.5) | "]
-        lines[-1] += "few-shot Dice - nnU-Net 10K Dice (bar: >= -0.02) |"
-        lines += ["| --- | --- | --- |"]
+        lines += [
+            "",
+            (
+                "| K | few-shot IoU / point IoU (bar: >= 1.5) "
+                "| few-shot Dice - nnU-Net 10K Dice (bar: >= -0.02) |"
+            ),
+            "| --- | --- | --- |",
+        ]
         for shots, bar in result["bars"].items():
             ratio = bar["iou_ratio_to_point_prompt"]
             lines.append(
@@ -313,12 +325,8 @@ def main() -> None:
                     run_few_shot(
                         train, shots, seed, dataset, configuration, environment
                     )
-                    for method, folder in METHODS.items():
-                        source = (
-                            results
-                            / dataset
-                            / folder.format(configuration=configuration)
-                        )
+                    folders = method_folders(environment, dataset, configuration)
+                    for method, source in folders.items():
                         keep_folds(source, kept / method, args.folds)
                 entry.setdefault(f"K{shots}", {})[f"seed{seed}"] = {
                     method: fold_scores(kept / method, args.folds) for method in METHODS
