@@ -31,6 +31,7 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 from torch._dynamo import OptimizedModule
 
+from samnet.cpu_numerics import flush_denormals_on_cpu
 from samnet.errors import SamnetError
 from samnet.models.class_head import ClassHead
 from samnet.models.network import SamSegmentationNetwork, build_network
@@ -85,6 +86,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         device: torch.device = NNUNET_DEFAULT_DEVICE,
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
+        flush_denormals_on_cpu(self.device)
         self.sam_plan = sam_plan_of(self.configuration_manager)
         self.enable_deep_supervision = False
         self.initial_lr = self.sam_plan.optimizer.learning_rate
