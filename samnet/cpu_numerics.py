@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def flush_denormals_on_cpu(device: torch.device) -> None:
-    """Treat denormal floats (below ~1.2e-38 in fp32) as zero when ``device`` is a CPU.
+def flush_denormals() -> None:
+    """Compute denormal floats (below ~1.2e-38 in fp32) as zero on this CPU.
 
     As fine-tuning saturates the decoder's logits, softmax and its gradients fill with
-    denormals, which x86 CPUs compute on a slow path: on Hippocampus the few-shot
-    trainer's epochs grew from 64 s to 260 s, and a train step of its checkpoint ran 3x
-    faster with them flushed. Values that small change no segmentation. The setting is
-    per process; GPUs compute denormals at full speed, so they are left as they are.
+    denormals, which x86 CPUs compute on a slow path: the few-shot trainer's Hippocampus
+    epochs grew from 64 s to 260 s, and a train step of its checkpoint ran 3x faster with
+    them flushed. Values that small change no segmentation; GPUs are not affected.
+
+    The setting belongs to a thread, and torch's worker threads copy it when they start:
+    call this before the process's first parallel torch operation (``configure_environment``
+    does, at the start of every samnet command); later calls reach the calling thread only.
     """
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)

@@ -1,4 +1,4 @@
-"""nnU-Net's folders and CPU-safe process counts, set before nnunetv2 is imported.
+"""nnU-Net's folders and CPU-safe process settings, set before nnunetv2 is imported.
 
 nnunetv2 reads ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` once,
 at import time, so :func:`configure_environment` must run before any nnunetv2 import.
@@ -28,8 +28,14 @@ _announced = False
 def configure_environment() -> dict[str, Path]:
     """Fill unset nnU-Net variables with defaults under ``./samnet_data`` and return the folders.
 
+    Also flushes denormal floats to zero (``samnet.cpu_numerics``): every samnet command
+    calls this before its first torch operation, as that setting needs.
+
     Says once, on stderr, which defaults it chose.
     """
+    # Imported here so that importing this module stays light (no torch).
+    from samnet.cpu_numerics import flush_denormals
+
     global _announced
     chosen = []
     for variable, sub in NNUNET_FOLDERS.items():
@@ -38,6 +44,7 @@ def configure_environment() -> dict[str, Path]:
             chosen.append(variable)
     for variable in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA"):
         os.environ.setdefault(variable, DEFAULT_PROCESSES)
+    flush_denormals()
     register_trainers()
     if chosen and not _announced:
         names = ", ".join(chosen)

@@ -74,6 +74,26 @@ def test_set_folders_are_kept(
     assert "not set" not in capsys.readouterr().err
 
 
+FLUSH_CHECK = """
+import torch
+from samnet.paths import configure_environment
+configure_environment()
+torch.set_num_threads(2)
+products = torch.full((1_000_000,), 1e-20) * 1e-20  # 1e-40: an fp32 denormal
+print((products == 0).float().mean().item())
+"""
+
+
+def test_commands_compute_denormals_as_zero_on_every_thread(
+    nnunet_folders: dict[str, Path],
+) -> None:
+    """Flushed in the process's set-up, so the worker threads that start later inherit it."""
+    run = subprocess.run(
+        [sys.executable, "-c", FLUSH_CHECK], capture_output=True, text=True, check=True
+    )
+    assert float(run.stdout.split()[-1]) == 1.0
+
+
 def test_demo_dataset_is_deterministic_and_valid(
     nnunet_folders: dict[str, Path],
 ) -> None:

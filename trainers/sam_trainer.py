@@ -31,7 +31,7 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from samnet.cpu_numerics import flush_denormals_on_cpu
+from samnet.cpu_numerics import flush_denormals
 from samnet.errors import SamnetError
 from samnet.models.class_head import ClassHead
 from samnet.models.network import SamSegmentationNetwork, build_network
@@ -86,7 +86,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         device: torch.device = NNUNET_DEFAULT_DEVICE,
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
-        flush_denormals_on_cpu(self.device)
+        flush_denormals()  # for nnU-Net's own commands, which skip configure_environment
         self.sam_plan = sam_plan_of(self.configuration_manager)
         self.enable_deep_supervision = False
         self.initial_lr = self.sam_plan.optimizer.learning_rate

@@ -64,11 +64,9 @@ def run_with_nnunet(
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from tqdm import tqdm
 
-    from samnet.cpu_numerics import flush_denormals_on_cpu
     from samnet.inference.shared_encoder import share_frozen_encoder
 
     device = torch.device(options.device)
-    flush_denormals_on_cpu(device)
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     log = io.StringIO()
