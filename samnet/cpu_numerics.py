@@ -10,8 +10,8 @@ def flush_denormals() -> None:
 
     As fine-tuning saturates the decoder's logits, softmax and its gradients fill with
     denormals, which x86 CPUs compute on a slow path: the few-shot trainer's Hippocampus
-    epochs grew from 64 s to 260 s, and a train step of its checkpoint ran 3x faster with
-    them flushed. Values that small change no segmentation; GPUs are not affected.
+    epochs grew from 64 s to 260 s; with every thread flushed they stay at 60-66 s.
+    Values that small change no segmentation; GPUs are not affected.
 
     The setting belongs to a thread, and torch's worker threads copy it when they start:
     call this before the process's first parallel torch operation (``configure_environment``
