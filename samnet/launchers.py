@@ -117,7 +117,9 @@ def slurm_scripts(
     if gpus:
         options.append(f"--gpus-per-node={cluster.nproc_per_node}")
     task_arguments = "\n".join(f"  {shlex.quote(shlex.join(a))}" for a in arguments)
-    head = 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    # sed reads every host name: with ``head -n 1`` the hosts after the first could meet
+    # a closed pipe, and pipefail would end the job with SIGPIPE (exit 141).
+    head = 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)'
     python = shlex.quote(sys.executable)
     torchrun = (
         f"srun --ntasks-per-node=1 {python} -m torch.distributed.run "

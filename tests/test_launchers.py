@@ -74,7 +74,8 @@ def fake_commands(folder: Path) -> dict[str, str]:
     bin_folder.mkdir()
     scripts = {
         "srun": 'printf "%s\\n" "$@" > "$CALLS/srun"',
-        "scontrol": "echo node-a; echo node-b",
+        # The pause lets a reader that stops after one line close the pipe first.
+        "scontrol": "echo node-a; sleep 0.2; echo node-b",
         "sbatch": 'echo "$@" >> "$CALLS/sbatch"; echo 4242',
     }
     for name, body in scripts.items():
