@@ -9,8 +9,18 @@ import torch
 
 from samnet.models.backbones import build_sam
 from samnet.models.fast_encoder import FastEncoder, fold_batch_norms
-from samnet.models.fused_convolutions import ConvPointwise, fuse_convolution_activations
-from samnet.models.tiny_vit import Conv2dBN, MBConv, PatchEmbed, PatchMerging
+from samnet.models.fused_convolutions import (
+    ConvPointwise,
+    FusedMBConv,
+    fuse_convolution_activations,
+)
+from samnet.models.fused_linears import (
+    FusedMlp,
+    LinearPointwise,
+    fuse_linear_activations,
+)
+from samnet.models.lora import LoRALinear
+from samnet.models.tiny_vit import Conv2dBN, MBConv, Mlp, PatchEmbed, PatchMerging
 
 
 def relative_error(result: torch.Tensor, reference: torch.Tensor) -> float:
@@ -45,19 +55,23 @@ def test_fast_encoder_matches_the_encoder(lite_medsam_encoder, compile: bool) ->
     assert not any(p.requires_grad for p in fast.parameters())
 
 
+def randomize_batch_norms(module: torch.nn.Module) -> None:
+    """Random statistics, and no zero-initialised scale hiding a branch."""
+    torch.manual_seed(0)
+    for child in module.modules():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            child.running_mean.normal_(0, 0.1)
+            child.running_var.uniform_(0.5, 1.5)
+            child.weight.data.uniform_(0.5, 1.5)
+
+
 @pytest.mark.parametrize("backbone", ["lite_medsam", "mobile_sam"])
 def test_fused_convolutions_keep_the_outputs(backbone: str) -> None:
     """LiteMedSAM's 1 x 1 and MobileSAM's strided 3 x 3 patch embedding, every MBConv and
     PatchMerging run as oneDNN convolutions with their GELU, with the encoder's outputs."""
     sam, _ = build_sam(backbone, image_size=64, pretrained=backbone == "lite_medsam")
     encoder = sam.image_encoder.eval()
-    torch.manual_seed(0)
-    for module in encoder.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            # Random statistics, and no zero-initialised scale hiding a branch.
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
+    randomize_batch_norms(encoder)
     fused = fuse_convolution_activations(fold_batch_norms(copy.deepcopy(encoder)))
     assert not any(
         isinstance(m, (MBConv, PatchMerging, PatchEmbed)) for m in fused.modules()
@@ -72,9 +86,60 @@ def test_fused_convolutions_keep_the_outputs(backbone: str) -> None:
 
 
 def test_fast_encoder_fuses_only_float32_cpu_weights(lite_medsam_encoder) -> None:
-    def fused_convolutions(encoder: torch.nn.Module) -> int:
+    def fused_layers(encoder: torch.nn.Module, kind: type) -> int:
         modules = FastEncoder(encoder, compile=False).encoder.modules()
-        return sum(isinstance(m, ConvPointwise) for m in modules)
+        return sum(isinstance(m, kind) for m in modules)
 
-    assert fused_convolutions(lite_medsam_encoder) > 0
-    assert fused_convolutions(copy.deepcopy(lite_medsam_encoder).double()) == 0
+    for kind in (ConvPointwise, LinearPointwise):
+        assert fused_layers(lite_medsam_encoder, kind) > 0
+        assert fused_layers(copy.deepcopy(lite_medsam_encoder).double(), kind) == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 13, 9), (1, 8, 4, 4)])
+def test_mbconv_on_row_stripes_keeps_the_outputs(shape: tuple[int, ...]) -> None:
+    """Stripes of one row to the whole map give the block's outputs (odd heights too)."""
+    block = MBConv(dim=shape[1], expand_ratio=4.0).eval()
+    randomize_batch_norms(block)
+    folded = fold_batch_norms(copy.deepcopy(block))
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        reference = block(x)
+        row_bytes = shape[0] * shape[3] * 4 * shape[1] * x.element_size()
+        for rows in (1, 2, 5, shape[2]):
+            stripes = FusedMBConv(folded, tile_bytes=rows * row_bytes)
+            assert relative_error(stripes(x), reference) < 1e-5, rows
+
+
+def test_fused_linears_keep_the_outputs(lite_medsam_encoder) -> None:
+    """Every linear layer runs on oneDNN, each MLP's GELU inside its first layer."""
+    encoder = copy.deepcopy(lite_medsam_encoder)
+    mlps = sum(isinstance(m, Mlp) for m in encoder.modules())
+    fused = fuse_linear_activations(copy.deepcopy(encoder))
+    assert not any(type(m) in (torch.nn.Linear, Mlp) for m in fused.modules())
+    assert sum(isinstance(m, FusedMlp) for m in fused.modules()) == mlps > 0
+    activations = [
+        m.activation for m in fused.modules() if isinstance(m, LinearPointwise)
+    ]
+    assert activations.count("gelu") == mlps
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert relative_error(fused(x), encoder(x)) < 1e-4
+
+
+def test_fused_linears_keep_lora_updates(lite_medsam_encoder) -> None:
+    """A LoRA-wrapped layer keeps its update; its MLP keeps a separate GELU."""
+    encoder = copy.deepcopy(lite_medsam_encoder)
+    mlp = next(m for m in encoder.modules() if isinstance(m, Mlp))
+    mlp.fc1 = LoRALinear(mlp.fc1, rank=4, alpha=8.0, dropout=0.0)
+    torch.nn.init.normal_(mlp.fc1.lora_b.weight)
+    fused = fuse_linear_activations(copy.deepcopy(encoder))
+    wrapped = [m for m in fused.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == 1
+    assert isinstance(wrapped[0].lora_b, LinearPointwise)
+    assert sum(type(m) is Mlp for m in fused.modules()) == 1
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        unadapted = lite_medsam_encoder(x)
+        reference = encoder(x)
+        assert relative_error(reference, unadapted) > 1e-3, "the update shows"
+        assert relative_error(fused(x), reference) < 1e-4

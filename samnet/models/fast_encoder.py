@@ -2,7 +2,8 @@
 
 What measurably helps on CPU (see ``benchmarks/encoder_speed.py``): folding BatchNorm
 into the preceding convolutions, fusing each GELU into the convolution before it
-(``fused_convolutions``), channels-last memory layout, ``torch.inference_mode``,
+(``fused_convolutions``) and running linear layers on oneDNN with the MLP's GELU fused
+(``fused_linears``), channels-last memory layout, ``torch.inference_mode``,
 ``torch.compile`` with frozen weights (fuses the elementwise work and pre-packs weights
 for oneDNN), and feeding the compiled graph micro-batches small enough to stay in cache.
 """
@@ -15,12 +16,14 @@ import torch
 from torch import nn
 
 from samnet.models.fused_convolutions import can_fuse, fuse_convolution_activations
+from samnet.models.fused_linears import fuse_linear_activations
 from samnet.models.tiny_vit import Conv2dBN
 
 # LiteMedSAM at 256 px keeps 256-channel feature maps of 256 x 256 in its first stage:
-# two slices per call fit the caches of a small CPU best (measured: batch 2 is 1.14x faster
-# per slice than batch 1, batch 8 slower than both).
-DEFAULT_MICRO_BATCH = 2
+# one slice per call keeps the most of them in cache (measured on an AMD EPYC, 2 threads,
+# batch 8, s/slice with micro-batches of 1 and 2: compiled 0.114 / 0.126 at 128 px,
+# 0.269 / 0.331 at 256 px; eager 0.115 / 0.108 and 0.45 / 0.53).
+DEFAULT_MICRO_BATCH = 1
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
@@ -42,8 +45,8 @@ class FastEncoder(nn.Module):
       compile: run it through ``torch.compile`` with frozen weights; the first call per
         input shape compiles (about a minute on 2 CPU cores).
       micro_batch: slices per call of the encoder.
-      fuse_convolutions: fuse TinyViT's convolutions with their GELU (float32 CPU weights
-        only; ``fused_convolutions``).
+      fuse_convolutions: fuse TinyViT's convolutions and linear layers with their GELU
+        (float32 CPU weights only; ``fused_convolutions``, ``fused_linears``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class FastEncoder(nn.Module):
         fast = fold_batch_norms(copy.deepcopy(encoder)).eval().requires_grad_(False)
         if fuse_convolutions and can_fuse(fast):
             fuse_convolution_activations(fast)
+            fuse_linear_activations(fast)
         fast = fast.to(memory_format=torch.channels_last)
         # Static shapes: nnU-Net feeds one patch size, and the dynamic-shape graph that
         # torch.compile falls back to after a second shape is slower to build and to run.
