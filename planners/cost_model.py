@@ -43,7 +43,7 @@ ADAPTED_FORWARD_BACKWARD = 2.0
 # (benchmarks/results/planner_ablation_cpu.json; in brackets an earlier run): decoder on
 # cached embeddings 0.22 (0.20) at 128 px, 0.13 (0.15) at 256 px; LoRA in every encoder
 # block 0.20 (0.21); LoRA in the last stage 0.40 (0.32); 0.21 is their median. The
-# encoder's inference alone reaches 0.27-0.29 (encoder_speed_lite_medsam_cpu.json).
+# encoder's inference alone reaches 0.27-0.29 (encoder_speed_lite_medsam_cpu_intel-xeon.json).
 # Small batches and elementwise work keep GPUs at a similar fraction of their fp32 peak.
 ACHIEVED_FRACTION = 0.21
 # Filling the cache runs samnet's FastEncoder (inference only): 0.47 of the matmul rate

@@ -50,7 +50,7 @@ from samnet.preprocessing.embedding_cache import (
 from samnet.preprocessing.encoder_prefix import split_image_encoder
 
 # torch.compile costs one to two minutes on 2 CPU cores and saves nothing at 128 px, about
-# 0.1-0.5 s a window at 256 px (benchmarks/results/encoder_speed_lite_medsam_cpu.json).
+# 0.1-0.5 s a window at 256 px (benchmarks/results/encoder_speed_lite_medsam_cpu_intel-xeon.json).
 COMPILE_MIN_INPUT_SIZE = 256
 COMPILE_MIN_WINDOWS = 500
 
