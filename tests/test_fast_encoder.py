@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +15,6 @@ from samnet.models.backbones import build_sam
 from samnet.models.fast_encoder import FastEncoder, fold_batch_norms
 from samnet.models.fused_convolutions import (
     ConvPointwise,
-    FusedMBConv,
     fuse_convolution_activations,
 )
 from samnet.models.fused_linears import (
@@ -95,21 +98,6 @@ def test_fast_encoder_fuses_only_float32_cpu_weights(lite_medsam_encoder) -> Non
         assert fused_layers(copy.deepcopy(lite_medsam_encoder).double(), kind) == 0
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 13, 9), (1, 8, 4, 4)])
-def test_mbconv_on_row_stripes_keeps_the_outputs(shape: tuple[int, ...]) -> None:
-    """Stripes of one row to the whole map give the block's outputs (odd heights too)."""
-    block = MBConv(dim=shape[1], expand_ratio=4.0).eval()
-    randomize_batch_norms(block)
-    folded = fold_batch_norms(copy.deepcopy(block))
-    x = torch.randn(shape)
-    with torch.inference_mode():
-        reference = block(x)
-        row_bytes = shape[0] * shape[3] * 4 * shape[1] * x.element_size()
-        for rows in (1, 2, 5, shape[2]):
-            stripes = FusedMBConv(folded, tile_bytes=rows * row_bytes)
-            assert relative_error(stripes(x), reference) < 1e-5, rows
-
-
 def test_fused_linears_keep_the_outputs(lite_medsam_encoder) -> None:
     """Every linear layer runs on oneDNN, each MLP's GELU inside its first layer."""
     encoder = copy.deepcopy(lite_medsam_encoder)
@@ -143,3 +131,56 @@ def test_fused_linears_keep_lora_updates(lite_medsam_encoder) -> None:
         reference = encoder(x)
         assert relative_error(reference, unadapted) > 1e-3, "the update shows"
         assert relative_error(fused(x), reference) < 1e-4
+
+
+FAULTS_PER_CALL = """
+import resource, sys
+import torch
+from samnet.models.heap import keep_freed_memory
+
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+# LiteMedSAM's first MBConv widening at 256 px: a 64 MB output, above the largest
+# threshold under which glibc serves blocks from its heap by default.
+x = torch.rand(1, 64, 256, 256)
+weight, bias = torch.randn(256, 64, 1, 1), torch.zeros(256)
+geometry = ([0, 0], [1, 1], [1, 1], 1, "none", [], "none")
+
+
+def widen():
+    torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry)
+
+
+widen()
+widen()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+widen()
+widen()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 2)
+"""
+
+
+def page_faults_per_call(mode: str) -> float:
+    """Page faults of a warm oneDNN convolution with a 64 MB output, in a fresh process."""
+    run = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_CALL, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(run.stdout.split()[-1])
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc" or not torch.backends.mkldnn.is_available(),
+    reason="glibc's malloc and oneDNN only",
+)
+def test_kept_memory_is_not_faulted_in_again() -> None:
+    assert page_faults_per_call("keep") < 100
+    if (
+        Path("/sys/kernel/mm/transparent_hugepage/enabled")
+        .read_text()
+        .startswith("[always]")
+    ):
+        return  # 2 MB pages: too few faults by default to tell the two apart
+    assert page_faults_per_call("default") > 10_000

@@ -5,7 +5,8 @@ into the preceding convolutions, fusing each GELU into the convolution before it
 (``fused_convolutions``) and running linear layers on oneDNN with the MLP's GELU fused
 (``fused_linears``), channels-last memory layout, ``torch.inference_mode``,
 ``torch.compile`` with frozen weights (fuses the elementwise work and pre-packs weights
-for oneDNN), and feeding the compiled graph micro-batches small enough to stay in cache.
+for oneDNN), feeding the compiled graph micro-batches small enough to stay in cache, and
+keeping freed memory in the process instead of faulting it in again each call (``heap``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from samnet.models.fused_convolutions import can_fuse, fuse_convolution_activations
 from samnet.models.fused_linears import fuse_linear_activations
+from samnet.models.heap import keep_freed_memory
 from samnet.models.tiny_vit import Conv2dBN
 
 # LiteMedSAM at 256 px keeps 256-channel feature maps of 256 x 256 in its first stage:
@@ -47,6 +49,8 @@ class FastEncoder(nn.Module):
       micro_batch: slices per call of the encoder.
       fuse_convolutions: fuse TinyViT's convolutions and linear layers with their GELU
         (float32 CPU weights only; ``fused_convolutions``, ``fused_linears``).
+      keep_memory: make malloc keep freed memory for the rest of the process
+        (``heap.keep_freed_memory``; CPU weights only).
     """
 
     def __init__(
@@ -55,9 +59,12 @@ class FastEncoder(nn.Module):
         compile: bool = True,
         micro_batch: int = DEFAULT_MICRO_BATCH,
         fuse_convolutions: bool = True,
+        keep_memory: bool = True,
     ) -> None:
         super().__init__()
         fast = fold_batch_norms(copy.deepcopy(encoder)).eval().requires_grad_(False)
+        if keep_memory and all(p.is_cpu for p in fast.parameters()):
+            keep_freed_memory()
         if fuse_convolutions and can_fuse(fast):
             fuse_convolution_activations(fast)
             fuse_linear_activations(fast)
