@@ -13,6 +13,10 @@ import torch
 
 from samnet.models.backbones import build_sam
 from samnet.models.fast_encoder import FastEncoder, fold_batch_norms
+from samnet.models.fused_attention import (
+    FusedWindowAttention,
+    fuse_window_attention,
+)
 from samnet.models.fused_convolutions import (
     ConvPointwise,
     fuse_convolution_activations,
@@ -23,7 +27,14 @@ from samnet.models.fused_linears import (
     fuse_linear_activations,
 )
 from samnet.models.lora import LoRALinear
-from samnet.models.tiny_vit import Conv2dBN, MBConv, Mlp, PatchEmbed, PatchMerging
+from samnet.models.tiny_vit import (
+    Conv2dBN,
+    MBConv,
+    Mlp,
+    PatchEmbed,
+    PatchMerging,
+    WindowAttention,
+)
 
 
 def relative_error(result: torch.Tensor, reference: torch.Tensor) -> float:
@@ -130,6 +141,24 @@ def test_fused_linears_keep_lora_updates(lite_medsam_encoder) -> None:
         unadapted = lite_medsam_encoder(x)
         reference = encoder(x)
         assert relative_error(reference, unadapted) > 1e-3, "the update shows"
+        assert relative_error(fused(x), reference) < 1e-4
+
+
+def test_fused_window_attention_keeps_the_outputs(lite_medsam_encoder) -> None:
+    """One attention call with the relative-position bias as mask, as written out."""
+    encoder = copy.deepcopy(lite_medsam_encoder)
+    torch.manual_seed(0)
+    attentions = [m for m in encoder.modules() if isinstance(m, WindowAttention)]
+    for attention in attentions:
+        attention.attention_biases.data.normal_()
+    fused = fuse_window_attention(copy.deepcopy(encoder))
+    assert not any(isinstance(m, WindowAttention) for m in fused.modules())
+    replaced = [m for m in fused.modules() if isinstance(m, FusedWindowAttention)]
+    assert len(replaced) == len(attentions) > 0
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        reference = encoder(x)
+        assert relative_error(reference, lite_medsam_encoder(x)) > 1e-3, "bias shows"
         assert relative_error(fused(x), reference) < 1e-4
 
 

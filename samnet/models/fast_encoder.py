@@ -3,10 +3,10 @@
 What measurably helps on CPU (see ``benchmarks/encoder_speed.py``): folding BatchNorm
 into the preceding convolutions, fusing each GELU into the convolution before it
 (``fused_convolutions``) and running linear layers on oneDNN with the MLP's GELU fused
-(``fused_linears``), channels-last memory layout, ``torch.inference_mode``,
-``torch.compile`` with frozen weights (fuses the elementwise work and pre-packs weights
-for oneDNN), feeding the compiled graph micro-batches small enough to stay in cache, and
-keeping freed memory in the process instead of faulting it in again each call (``heap``).
+(``fused_linears``), window attention in one fused call (``fused_attention``),
+channels-last memory layout, ``torch.inference_mode``, ``torch.compile`` with frozen
+weights (fuses the elementwise work and pre-packs weights for oneDNN), and keeping freed
+memory in the process instead of faulting it in again each call (``heap``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import copy
 import torch
 from torch import nn
 
+from samnet.models.fused_attention import fuse_window_attention
 from samnet.models.fused_convolutions import can_fuse, fuse_convolution_activations
 from samnet.models.fused_linears import fuse_linear_activations
 from samnet.models.heap import keep_freed_memory
 from samnet.models.tiny_vit import Conv2dBN
 
-# LiteMedSAM at 256 px keeps 256-channel feature maps of 256 x 256 in its first stage:
-# one slice per call keeps the most of them in cache (measured on an AMD EPYC, 2 threads,
-# batch 8, s/slice with micro-batches of 1 and 2: compiled 0.114 / 0.126 at 128 px,
-# 0.269 / 0.331 at 256 px; eager 0.115 / 0.108 and 0.45 / 0.53).
-DEFAULT_MICRO_BATCH = 1
+# Slices per call of the encoder: with freed memory kept, 1, 2 and 4 are within 4% of each
+# other (AMD EPYC, 2 threads, compiled, batch 8, s/slice: 0.085 / 0.082 / 0.081 at 128 px,
+# 0.339 / 0.336 for 1 / 2 at 256 px).
+DEFAULT_MICRO_BATCH = 2
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
@@ -48,7 +48,8 @@ class FastEncoder(nn.Module):
         input shape compiles (about a minute on 2 CPU cores).
       micro_batch: slices per call of the encoder.
       fuse_convolutions: fuse TinyViT's convolutions and linear layers with their GELU
-        (float32 CPU weights only; ``fused_convolutions``, ``fused_linears``).
+        and its window attention into one call (float32 CPU weights only;
+        ``fused_convolutions``, ``fused_linears``, ``fused_attention``).
       keep_memory: make malloc keep freed memory for the rest of the process
         (``heap.keep_freed_memory``; CPU weights only).
     """
@@ -67,6 +68,7 @@ class FastEncoder(nn.Module):
             keep_freed_memory()
         if fuse_convolutions and can_fuse(fast):
             fuse_convolution_activations(fast)
+            fuse_window_attention(fast)
             fuse_linear_activations(fast)
         fast = fast.to(memory_format=torch.channels_last)
         # Static shapes: nnU-Net feeds one patch size, and the dynamic-shape graph that
