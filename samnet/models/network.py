@@ -104,9 +104,9 @@ class SamSegmentationNetwork(nn.Module):
             return self.sam.image_encoder(self.input_adapter(x))
 
     def fast_inference_encoder(self) -> FastEncoder:
-        """The frozen encoder with BatchNorm folded, convolutions fused with their GELU,
-        channels-last (eager): 1.7x (batch 1) to 1.9x (batch 8) faster per slice on CPU at
-        128 px, outputs within 1e-5 relative (benchmarks/encoder_speed.py).
+        """The frozen encoder as a ``FastEncoder`` (eager): 1.9x (batch 1) and 1.8x
+        (batch 8) faster per slice on CPU at 128 px, outputs within 1e-5 relative
+        (benchmarks/encoder_speed.py, AMD EPYC).
 
         Made on first use and remade only when the encoder's weights changed: nnU-Net's
         predictor moves the network to its device once per case, which changes nothing
