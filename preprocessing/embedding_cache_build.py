@@ -49,11 +49,6 @@ from samnet.preprocessing.embedding_cache import (
 )
 from samnet.preprocessing.encoder_prefix import split_image_encoder
 
-# torch.compile costs one to two minutes on 2 CPU cores and saves nothing at 128 px, about
-# 0.1-0.5 s a window at 256 px (benchmarks/results/encoder_speed_lite_medsam_cpu_intel-xeon.json).
-COMPILE_MIN_INPUT_SIZE = 256
-COMPILE_MIN_WINDOWS = 500
-
 
 def module_sha256(modules: Iterable[nn.Module]) -> str:
     """Hash of the names and values of every tensor in the modules' state dicts."""
@@ -113,8 +108,9 @@ def build_embedding_cache(
       preprocessed_dataset_folder: ``nnUNet_preprocessed/<Dataset>``.
       prefix_stages: None caches the image embeddings; k caches the output of the
         encoder's first k stages (``split_image_encoder``).
-      fast: encode with a ``FastEncoder`` copy (BN folding, channels-last; compiled
-        when that pays, see ``COMPILE_MIN_WINDOWS``).
+      fast: encode with an eager ``FastEncoder`` copy. ``torch.compile`` would cost one
+        to two minutes on 2 CPU cores and save nothing: compiled and eager are within 5%
+        of each other at 128 and 256 px (benchmarks/results/encoder_speed_*_amd-epyc.json).
       batch_size: windows per encoder call.
 
     Raises:
@@ -134,18 +130,13 @@ def build_embedding_cache(
             _remove_leftovers(target)
             device = next(network.parameters()).device
 
-            def encoder_for(windows: int) -> Callable[[torch.Tensor], torch.Tensor]:
-                frozen = encoder
-                if fast:
-                    compile_pays = (
-                        key.input_size >= COMPILE_MIN_INPUT_SIZE
-                        and windows >= COMPILE_MIN_WINDOWS
-                    )
-                    frozen = FastEncoder(encoder, compile=compile_pays)
-                return lambda batch: frozen(network.input_adapter(batch.to(device)))
+            frozen = FastEncoder(encoder, compile=False) if fast else encoder
+
+            def encode(batch: torch.Tensor) -> torch.Tensor:
+                return frozen(network.input_adapter(batch.to(device)))
 
             with atomic_folder(target) as temporary, _eval_mode(network):
-                _write_cache(temporary, encoder_for, key, data_folder, batch_size)
+                _write_cache(temporary, encode, key, data_folder, batch_size)
         cache = EmbeddingCache(target)
     current = tuple(_open_dataset(data_folder).identifiers)
     if cache.cases != current:
@@ -196,7 +187,7 @@ def _open_dataset(data_folder: Path) -> Any:
 
 def _write_cache(
     folder: Path,
-    encoder_for: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
+    encode: Callable[[torch.Tensor], torch.Tensor],
     key: CacheKey,
     data_folder: Path,
     batch_size: int,
@@ -213,9 +204,7 @@ def _write_cache(
     labels = np.lib.format.open_memmap(
         folder / "labels.npy", "w+", np.int16, (windows, *patch_size)
     )
-    writer = _FeatureWriter(
-        encoder_for(windows), folder / "features.npy", windows, batch_size
-    )
+    writer = _FeatureWriter(encode, folder / "features.npy", windows, batch_size)
     row = 0
     for number, case in enumerate(tqdm(dataset.identifiers, desc="embedding cache")):
         data, seg, _, _ = dataset.load_case(case)
