@@ -8,13 +8,14 @@ FastEncoder's eager graph (BN folded, channels-last, unfused) executes, then rep
 one alone with its own inputs, best of 5 interleaved rounds beside the fp32 matmul rate
 (the faster of MKL's and oneDNN's, as in ``encoder_speed.py``). Each linear layer is
 replayed twice: as torch runs it (MKL's sgemm) and as one oneDNN call (what the fused
-FastEncoder runs); the floor takes the faster of the two. Their summed time is a floor under the encoder's time: it is what the
-encoder would take if everything else (softmax, normalisation, GELU, residual adds,
-window partitioning) were free and no product ran slower inside the encoder than alone.
-The encoder's FLOPs over that floor is the ceiling of its achieved share of the matmul
-rate. Reported per kind of product (linear layers, attention's batched products, dense
+FastEncoder runs); the floor takes the faster of the two. Their summed time is a floor
+under the encoder's time: it is what the encoder would take if everything else (softmax,
+normalisation, GELU, residual adds, window partitioning) were free and no product ran
+slower inside the encoder than alone. The encoder's FLOPs over that floor is the ceiling
+of its achieved share of the matmul rate. Reported per kind of product (linear layers, attention's batched products, dense
 and depthwise convolutions): FLOPs, time, and rate, so the kind that holds the encoder
-back is named. Writes benchmarks/results/encoder_ceiling_lite_medsam_<cpu|gpu>_<processor>.json.
+back is named.
+Writes benchmarks/results/encoder_ceiling_lite_medsam_<cpu|gpu>_<processor>.json.
 """
 
 from __future__ import annotations
@@ -52,14 +53,16 @@ class Product:
         return self.operator(*self.arguments)
 
     def on_onednn(self) -> Product:
-        """The same linear layer as one oneDNN call (what ``fused_linears`` runs)."""
+        """The same linear layer as one oneDNN call: ``fused_linears``' op, registered
+        when ``fast_encoder`` is imported."""
         x, weight, *bias = self.arguments
         bias = (
             bias[0] if bias and bias[0] is not None else weight.new_zeros(len(weight))
         )
-        arguments = (x.contiguous(), weight, bias, "none", [], "")
-        operator = torch.ops.mkldnn._linear_pointwise.default
-        return Product(operator, arguments, "linear on oneDNN", self.flops)
+        operator = torch.ops.samnet.linear_pointwise.default
+        return Product(
+            operator, (x, weight, bias, "none"), "linear on oneDNN", self.flops
+        )
 
 
 class RecordProducts(TorchDispatchMode):

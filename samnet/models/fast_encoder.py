@@ -20,6 +20,7 @@ from samnet.models.fused_attention import fuse_window_attention
 from samnet.models.fused_convolutions import can_fuse, fuse_convolution_activations
 from samnet.models.fused_linears import fuse_linear_activations
 from samnet.models.heap import keep_freed_memory
+from samnet.models.module_replacement import replace_modules
 from samnet.models.tiny_vit import Conv2dBN
 
 # Slices per call of the encoder: with freed memory kept, 1, 2 and 4 are within 4% of each
@@ -30,11 +31,9 @@ DEFAULT_MICRO_BATCH = 2
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
     """Replace every ``Conv2dBN`` below ``module`` by its single BN-folded convolution, in place."""
-    for parent in module.modules():
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Conv2dBN):
-                setattr(parent, name, child.fuse())
-    return module
+    return replace_modules(
+        module, lambda child: child.fuse() if isinstance(child, Conv2dBN) else None
+    )
 
 
 class FastEncoder(nn.Module):

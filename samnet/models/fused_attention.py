@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samnet.models.module_replacement import replace_modules
 from samnet.models.tiny_vit import WindowAttention
 
 
@@ -44,9 +45,9 @@ class FusedWindowAttention(nn.Module):
 def fuse_window_attention(module: nn.Module) -> nn.Module:
     """Replace, in place, every ``WindowAttention`` below ``module`` by
     ``FusedWindowAttention``; the same outputs up to float rounding."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, WindowAttention):
-            setattr(module, name, FusedWindowAttention(child))
-        else:
-            fuse_window_attention(child)
-    return module
+    return replace_modules(
+        module,
+        lambda child: (
+            FusedWindowAttention(child) if isinstance(child, WindowAttention) else None
+        ),
+    )

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samnet.models.module_replacement import replace_modules
 from samnet.models.tiny_vit import MBConv, PatchEmbed, PatchMerging
 
 
@@ -72,13 +73,16 @@ class FusedMBConv(nn.Module):
 def fuse_convolution_activations(module: nn.Module) -> nn.Module:
     """Replace, in place, every BN-folded ``PatchEmbed``, ``MBConv`` and ``PatchMerging``
     below ``module`` by its fused form; same outputs up to float rounding."""
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, MBConv):
-                setattr(parent, name, FusedMBConv(child))
-            elif isinstance(child, PatchMerging):
-                convs = [child.conv1, child.conv2, child.conv3]
-                setattr(parent, name, gelu_chain(convs))
-            elif isinstance(child, PatchEmbed):
-                setattr(parent, name, gelu_chain([child.seq[0], child.seq[2]]))
-    return module
+    return replace_modules(module, fused_block)
+
+
+def fused_block(block: nn.Module) -> nn.Module | None:
+    """The fused form of a BN-folded ``MBConv``, ``PatchMerging`` or ``PatchEmbed``; None
+    for any other module."""
+    if isinstance(block, MBConv):
+        return FusedMBConv(block)
+    if isinstance(block, PatchMerging):
+        return gelu_chain([block.conv1, block.conv2, block.conv3])
+    if isinstance(block, PatchEmbed):
+        return gelu_chain([block.seq[0], block.seq[2]])
+    return None

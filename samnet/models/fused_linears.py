@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from samnet.models.module_replacement import replace_modules
 from samnet.models.tiny_vit import Mlp
 
 
@@ -73,13 +74,16 @@ def fuse_linear_activations(module: nn.Module) -> nn.Module:
     by ``FusedMlp`` and every other ``nn.Linear`` (LoRA's and adapters' own included) by
     ``LinearPointwise``: the same outputs up to float rounding. An ``Mlp`` whose layers are
     wrapped (by LoRA) keeps its separate GELU."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, Mlp) and all(
-            type(layer) is nn.Linear for layer in (child.fc1, child.fc2)
-        ):
-            setattr(module, name, FusedMlp(child))
-        elif type(child) is nn.Linear:
-            setattr(module, name, LinearPointwise(child))
-        else:
-            fuse_linear_activations(child)
-    return module
+    return replace_modules(module, fused_linear)
+
+
+def fused_linear(layer: nn.Module) -> nn.Module | None:
+    """``FusedMlp`` for an ``Mlp`` of two plain linear layers, ``LinearPointwise`` for a
+    plain ``nn.Linear``; None for any other module."""
+    if isinstance(layer, Mlp) and all(
+        type(linear) is nn.Linear for linear in (layer.fc1, layer.fc2)
+    ):
+        return FusedMlp(layer)
+    if type(layer) is nn.Linear:
+        return LinearPointwise(layer)
+    return None

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samnet.models.module_replacement import replace_modules
+
 
 class LoRALinear(nn.Module):
     """``y = W x + b + (alpha / rank) * B(A(dropout(x)))``, ``(..., in) -> (..., out)``.
@@ -78,8 +80,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
     keys again. Save a trained checkpoint before merging: merged weights are frozen
     base weights, which ``save_trained`` leaves out. Returns ``model``.
     """
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, LoRALinear):
-                setattr(parent, name, child.merged())
-    return model
+    return replace_modules(
+        model, lambda child: child.merged() if isinstance(child, LoRALinear) else None
+    )
