@@ -47,7 +47,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "samnet.preprocessing.convert_msd",
+                "samnet.preprocessing.intake.convert_msd",
                 str(SHARED_DATA / "Task04_Hippocampus"),
             ],
             environment,
@@ -61,7 +61,14 @@ def main() -> None:
     budget += ["--batch-size", str(args.batch_size), "--device", args.device]
     start = time.perf_counter()
     run_command(
-        [sys.executable, "-m", "samnet.plan_and_train", str(DATASET_ID), "--folds", "0"]
+        [
+            sys.executable,
+            "-m",
+            "samnet.pipeline.plan_and_train",
+            str(DATASET_ID),
+            "--folds",
+            "0",
+        ]
         + ["--configurations", args.configuration, "--methods", "nnunet", *budget],
         environment,
     )

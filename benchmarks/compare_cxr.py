@@ -29,7 +29,11 @@ CPU_DEFAULTS = {
 
 if __name__ == "__main__":
     data = SHARED_DATA / "CXR_Lungs"
-    convert = ["samnet.preprocessing.convert_2d", "--images", str(data / "images")]
+    convert = [
+        "samnet.preprocessing.intake.convert_2d",
+        "--images",
+        str(data / "images"),
+    ]
     convert += ["--labels", str(data / "labels"), "--name", "CXRLungs"]
     convert += ["--id", str(DATASET_ID), "--modality", "X-ray"]
     convert += ["--label-names", "background,right_lung,left_lung"]

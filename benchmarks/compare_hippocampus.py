@@ -22,6 +22,9 @@ if __name__ == "__main__":
     run_comparison(
         "hippocampus",
         "Dataset004_Hippocampus",
-        ["samnet.preprocessing.convert_msd", str(SHARED_DATA / "Task04_Hippocampus")],
+        [
+            "samnet.preprocessing.intake.convert_msd",
+            str(SHARED_DATA / "Task04_Hippocampus"),
+        ],
         comparison_arguments(__doc__.splitlines()[0], CPU_DEFAULTS),
     )

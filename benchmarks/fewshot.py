@@ -69,14 +69,17 @@ CXR = SHARED_DATA / "CXR_Lungs"
 DATASETS = {
     "hippocampus": (
         "Dataset004_Hippocampus",
-        ["samnet.preprocessing.convert_msd", str(SHARED_DATA / "Task04_Hippocampus")],
+        [
+            "samnet.preprocessing.intake.convert_msd",
+            str(SHARED_DATA / "Task04_Hippocampus"),
+        ],
         "2d",
         32,
     ),
     "cxr": (
         "Dataset501_CXRLungs",
         [
-            "samnet.preprocessing.convert_2d",
+            "samnet.preprocessing.intake.convert_2d",
             *("--images", str(CXR / "images"), "--labels", str(CXR / "labels")),
             *("--name", "CXRLungs", "--id", "501", "--modality", "X-ray"),
             *("--label-names", "background,right_lung,left_lung"),
@@ -299,7 +302,13 @@ def main() -> None:
         budget.append(str(args.batch_size or batch_size))
         if not (Path(environment["nnUNet_raw"]) / dataset).exists():
             run_command([sys.executable, "-m", *convert], environment)
-        train = [sys.executable, "-m", "samnet.plan_and_train", dataset, *budget]
+        train = [
+            sys.executable,
+            "-m",
+            "samnet.pipeline.plan_and_train",
+            dataset,
+            *budget,
+        ]
         train += ["--folds", *map(str, args.folds), "--configurations", configuration]
         train += ["--device", args.device]
         run_command([*train, "--methods", "nnunet"], environment)

@@ -3,7 +3,7 @@
 Used by ``fewshot.py``: the validation cases of each fold (nnU-Net's ``splits_final.json``)
 are read from the raw dataset with nnU-Net's reader, z-scored per image as nnU-Net's
 normalization does, and segmented slice by slice along the first axis (the axis nnU-Net's
-2d configuration slices) by ``samnet.prompted.segment_volume``. Dice and IoU per case and
+2d configuration slices) by ``samnet.prompting.prompted_sam.segment_volume``. Dice and IoU per case and
 class follow nnU-Net: a class absent from both reference and prediction is NaN and
 skipped; a fold's score is the mean over classes of the per-class mean over cases.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from samnet.models.network import build_network
-from samnet.prompted import segment_volume
+from samnet.prompting.prompted_sam import segment_volume
 
 KINDS = ("box", "point")
 

@@ -41,7 +41,7 @@ def plot_overlays(predicted: Path, images: Path, path: Path, count: int = 6) -> 
     """The first ``count`` predictions of the validated task folder over their test
     images: for each, the slice (along the first array axis) where the prediction covers
     most voxels; label 1 red, label 2 yellow."""
-    from samnet.report_plots import figure_file
+    from samnet.evaluation.plots import figure_file
 
     predictions = {
         file.name: sitk.GetArrayFromImage(sitk.ReadImage(file))
@@ -80,13 +80,13 @@ def main() -> None:
     if output.exists():
         shutil.rmtree(output)
     python = sys.executable
-    run_command([python, "-m", "samnet.report", DATASET], environment)
+    run_command([python, "-m", "samnet.evaluation.report", DATASET], environment)
     start = time.perf_counter()
-    export = [python, "-m", "samnet.msd_export", "-d", DATASET, "--task", TASK]
+    export = [python, "-m", "samnet.msd.export", "-d", DATASET, "--task", TASK]
     export += ["-i", str(images), "-o", str(output)]
     run_command([*export, "--device", args.device], environment)
     seconds = time.perf_counter() - start
-    run_command([python, "-m", "samnet.msd_validate", str(zip_file)], environment)
+    run_command([python, "-m", "samnet.msd.validate", str(zip_file)], environment)
     plot_overlays(output / TASK, images, overlays)
     record = json.loads((output / "samnet_submission.json").read_text())
     report = json.loads(

@@ -149,14 +149,19 @@ def is_done(entry: dict | None, settings: dict, overwrite: bool) -> bool:
 
 def make_subset(cases: int) -> dict:
     """Dataset014_HippocampusSubset: copies of the first ``cases`` labelled cases of Dataset004."""
-    from samnet.preprocessing.atomic import atomic_folder
+    from samnet.core.atomic import atomic_folder
 
     raw = Path(os.environ["nnUNet_raw"])
     source = raw / SOURCE
     if not source.exists():
         task = SHARED_DATA / "Task04_Hippocampus"
         run_command(
-            [sys.executable, "-m", "samnet.preprocessing.convert_msd", str(task)],
+            [
+                sys.executable,
+                "-m",
+                "samnet.preprocessing.intake.convert_msd",
+                str(task),
+            ],
             dict(os.environ),
         )
     images = sorted((source / "imagesTr").glob(f"*{IMAGE_SUFFIX}"))[:cases]
@@ -206,10 +211,10 @@ def plan_subset(size: int) -> str:
         plan_experiment_dataset,
     )
 
-    from samnet.paths import preprocessed_folder
+    from samnet.core.paths import preprocessed_folder
+    from samnet.pipeline.planning import preprocess
     from samnet.planners.hardware import detect_hardware
     from samnet.planners.sam_planner import SAMPlanner
-    from samnet.planning import preprocess
 
     plans_name = f"samnetPlans_{size}px"
     if not (preprocessed_folder() / SUBSET / f"{plans_name}.json").exists():
@@ -292,7 +297,7 @@ def time_encoder_mode(
     from samnet.models.peft import apply_peft, count_parameters, trainable_parameters
     from samnet.planners.hardware import measure_matmul_gflops
     from samnet.planners.rules import peft_rule
-    from samnet.preprocessing.encoder_prefix import (
+    from samnet.preprocessing.cache.encoder_prefix import (
         encoder_stages,
         frozen_prefix_stages,
         split_image_encoder,
@@ -419,7 +424,7 @@ def refresh_predictions(result: dict) -> None:
 
 
 def plan_patch_size(plans_name: str) -> tuple[int, int]:
-    from samnet.paths import preprocessed_folder
+    from samnet.core.paths import preprocessed_folder
 
     plans = json.loads(
         (preprocessed_folder() / SUBSET / f"{plans_name}.json").read_text()
@@ -494,11 +499,11 @@ def run_encoder_modes(
 
 def cache_info(size: int) -> dict:
     """cache.json of the subset's whole-encoder cache at ``size`` px."""
-    from samnet.paths import preprocessed_folder
-    from samnet.preprocessing.embedding_cache import CACHE_FOLDER, INFO_FILE
+    from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
+    from samnet.core.paths import preprocessed_folder
 
     for info_file in (preprocessed_folder() / SUBSET / CACHE_FOLDER).glob(
-        f"*/{INFO_FILE}"
+        f"*/{CACHE_INFO_FILE}"
     ):
         info = json.loads(info_file.read_text())
         key = info["key_inputs"]
@@ -511,9 +516,10 @@ def train_resolution(size: int, budget, retrain: bool) -> dict:
     """Train and validate the cached CPU plan at ``size`` px on fold 0; its numbers."""
     import torch
 
-    from samnet.methods import STATS_FILE, Method
-    from samnet.paths import preprocessed_folder
-    from samnet.training import fold_folder, train_fold
+    from samnet.core.layout import FOLD_STATS_FILE
+    from samnet.core.methods import Method
+    from samnet.core.paths import preprocessed_folder
+    from samnet.pipeline.train_fold import fold_folder, train_fold
 
     plans_name = plan_subset(size)
     method = Method(CACHED_TRAINER, plans_name, CONFIGURATION)
@@ -522,7 +528,7 @@ def train_resolution(size: int, budget, retrain: bool) -> dict:
             SUBSET, method, 0, budget, torch.device("cpu"), overwrite=retrain
         )
     summary = json.loads(summary_file.read_text())
-    stats = json.loads((fold_folder(SUBSET, method, 0) / STATS_FILE).read_text())
+    stats = json.loads((fold_folder(SUBSET, method, 0) / FOLD_STATS_FILE).read_text())
     base = preprocessed_folder() / SUBSET
     plans = json.loads((base / f"{plans_name}.json").read_text())
     labels = {
@@ -562,7 +568,7 @@ def train_resolution(size: int, budget, retrain: bool) -> dict:
 
 
 def run_resolution(args: argparse.Namespace, result: dict) -> None:
-    from samnet.methods import Budget
+    from samnet.core.methods import Budget
 
     budget = Budget(
         args.epochs,
@@ -729,8 +735,8 @@ def main() -> None:
     os.environ.setdefault("nnUNet_n_proc_DA", "1")
     import torch
 
-    from samnet.paths import configure_environment
-    from samnet.planning import plan_and_preprocess
+    from samnet.core.paths import configure_environment
+    from samnet.pipeline.planning import plan_and_preprocess
 
     configure_environment()
     # This process plans and trains; the step timings run in fresh processes with

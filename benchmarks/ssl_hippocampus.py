@@ -62,7 +62,7 @@ def validation_cases(results: Path, fold: int) -> dict[str, dict]:
 def compare_arms(without: Path, with_ssl: Path, folds: list[int]) -> dict:
     """Per class: mean Dice of each arm (empty-vs-empty cases skipped, as nnU-Net does),
     the mean paired difference and a paired Wilcoxon test."""
-    from samnet.report_stats import mean_or_none, paired_wilcoxon
+    from samnet.evaluation.stats import mean_or_none, paired_wilcoxon
 
     pairs: dict[str, tuple[list, list]] = {}
     for fold in folds:
@@ -100,21 +100,35 @@ def main() -> None:
     start = time.perf_counter()
     pretrained = without / DATASET / "samnet_pretrain"
     if not (pretrained / "pretrain.json").exists():
-        command = [python, "-m", "samnet.pretrain", DATASET, "--steps", str(args.steps)]
+        command = [
+            python,
+            "-m",
+            "samnet.pipeline.pretrain",
+            DATASET,
+            "--steps",
+            str(args.steps),
+        ]
         command += ["--batch-size", str(args.batch_size), "--device", args.device]
         run_command(command, compare)
     record = json.loads((pretrained / "pretrain.json").read_text())
     weights = pretrained / "lite_medsam_pretrained.pth"
     environment = work_environment("ssl")
     budget = fold_budget(without, args.folds[0])
-    command = [python, "-m", "samnet.plan_and_train", DATASET, "--methods", "sam"]
+    command = [
+        python,
+        "-m",
+        "samnet.pipeline.plan_and_train",
+        DATASET,
+        "--methods",
+        "sam",
+    ]
     command += ["--folds", *map(str, args.folds), "--checkpoint", str(weights)]
     command += ["--epochs", str(budget["epochs"]), "--device", args.device]
     command += ["--iterations-per-epoch", str(budget["iterations_per_epoch"])]
     command += ["--val-iterations-per-epoch", str(budget["val_iterations_per_epoch"])]
     command += ["--batch-size", str(budget["batch_size"])]
     if not (Path(environment["nnUNet_raw"]) / DATASET).exists():
-        convert = [python, "-m", "samnet.preprocessing.convert_msd"]
+        convert = [python, "-m", "samnet.preprocessing.intake.convert_msd"]
         run_command([*convert, str(SHARED_DATA / "Task04_Hippocampus")], environment)
     run_command(command, environment)
     host = machine()

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from samnet.models.network import build_network
-from samnet.prompts import binary_dice, box_from_mask
+from samnet.prompting.simulated import binary_dice, box_from_mask
 
 LUNGS = {1: "right_lung", 2: "left_lung"}
 

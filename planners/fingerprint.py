@@ -162,7 +162,7 @@ def class_statistics(
     raw_folder: Path, dataset: dict, axis: int
 ) -> tuple[ClassStatistics, ...]:
     """Voxel fraction and typical in-plane extent of each foreground class."""
-    from samnet.preprocessing.image_io import read_image
+    from samnet.preprocessing.intake.image_io import read_image
 
     files = sorted((raw_folder / "labelsTr").glob(f"*{dataset['file_ending']}"))
     sample = [

@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from samnet.errors import SamnetError
-from samnet.fewshot.support import read_support_file
-from samnet.models.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone
-from samnet.models.peft import PeftConfig
-from samnet.planners.cost_model import StepCost, step_cost, training_hours
-from samnet.planners.fingerprint import SamFingerprint
-from samnet.planners.hardware import Hardware
-from samnet.planners.sam_plan import (
+from samnet.core.errors import SamnetError
+from samnet.core.methods import (
+    CPU_EPOCHS,
+    CPU_ITERATIONS,
+    CPU_MAX_BATCH,
+    GPU_EPOCHS,
+    GPU_ITERATIONS,
+)
+from samnet.core.sam_plan import (
     PROMPT_KINDS,
     Decision,
     FewShotPlan,
@@ -31,12 +32,15 @@ from samnet.planners.sam_plan import (
     SamPlan,
     TrainingBudget,
 )
+from samnet.fewshot.support_selection import read_support_file
+from samnet.models.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone
+from samnet.models.peft import PeftConfig
+from samnet.planners.cost_model import StepCost, step_cost, training_hours
+from samnet.planners.fingerprint import SamFingerprint
+from samnet.planners.hardware import Hardware
 
 # nnU-Net's budget on a GPU; on CPU the one samnet_plan_and_train gives every method.
-GPU_BUDGET = (1000, 250)
-CPU_BUDGET = (20, 50)
-# Same cap as the CPU baselines (samnet.methods.CPU_MAX_BATCH), so steps x batch compare.
-MAX_BATCH = 32
+# Same cap as the CPU baselines (samnet.core.methods.CPU_MAX_BATCH), so steps x batch compare.
 # Wall-clock a fold may take before the planner falls back to a cheaper encoder mode.
 DEFAULT_MAX_HOURS = {"cpu": 1.0, "cuda": 24.0}
 # Xie et al. 2024: with this few labelled cases the decoder is trained on cached
@@ -231,7 +235,11 @@ class Planner:
         return False, PRETRAIN_MEASURED
 
     def budget_rule(self) -> tuple[int, int]:
-        default = GPU_BUDGET if self.hardware.on_gpu else CPU_BUDGET
+        default = (
+            (GPU_EPOCHS, GPU_ITERATIONS)
+            if self.hardware.on_gpu
+            else (CPU_EPOCHS, CPU_ITERATIONS)
+        )
         where = (
             "nnU-Net's own on a GPU"
             if self.hardware.on_gpu
@@ -494,12 +502,12 @@ def intensity_reason(fp: SamFingerprint, spec: BackboneSpec) -> str:
 
 def memory_batch(cost: StepCost, hw: Hardware) -> int:
     memory_mb = (hw.gpu_memory_gb if hw.on_gpu else hw.ram_gb) * 1024 * MEMORY_SHARE
-    return max(1, min(MAX_BATCH, int(memory_mb // cost.memory_mb_per_slice)))
+    return max(1, min(CPU_MAX_BATCH[2], int(memory_mb // cost.memory_mb_per_slice)))
 
 
 def batch_reason(cost: StepCost, hw: Hardware, batch: int) -> str:
     where = f"{hw.gpu_memory_gb:.0f} GB GPU" if hw.on_gpu else f"{hw.ram_gb:.0f} GB RAM"
-    return f"{cost.memory_mb_per_slice:.0f} MB per slice in training, {MEMORY_SHARE:.0%} of {where}; at most {MAX_BATCH}, the CPU baselines' cap, so steps x batch compare"
+    return f"{cost.memory_mb_per_slice:.0f} MB per slice in training, {MEMORY_SHARE:.0%} of {where}; at most {CPU_MAX_BATCH[2]}, the CPU baselines' cap, so steps x batch compare"
 
 
 def peft_rule(

@@ -3,7 +3,7 @@
 It writes ``samnetPlans.json``: nnU-Net's own configurations, unchanged and pointing at
 the same preprocessed data as ``nnUNetPlans`` (so baselines and SAM share one
 preprocessing), plus ``sam_2d``: nnU-Net's 2d configuration with the spacing, patch
-size and batch size SAM needs and a ``sam`` block (``samnet.planners.sam_plan``) that the
+size and batch size SAM needs and a ``sam`` block (``samnet.core.sam_plan``) that the
 SAM trainers read. The plans' ``samnet`` entry keeps the fingerprint and hardware the
 rules saw.
 
@@ -31,17 +31,17 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 )
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
+from samnet.core.layout import (
+    BASELINE_PLANS,
+    LOWRES_2D_CONFIGURATION,
+    SAM_CONFIGURATION,
+    SAM_PLANS,
+)
+from samnet.pipeline.pretrain import finished_pretrained_bases
 from samnet.planners.fingerprint import sam_fingerprint
 from samnet.planners.hardware import Hardware, detect_hardware
 from samnet.planners.rules import Planner, PlanResult
-from samnet.pretrain import finished_pretrained_bases
 
-SAM_PLANS = "samnetPlans"
-SAM_CONFIGURATION = "sam_2d"
-# nnU-Net's 2d U-Net at SAM's in-plane spacing (planned when SAM downsamples the slices).
-LOWRES_2D_CONFIGURATION = "2d_lowres"
-# nnU-Net's default plans identifier: SAMPlanner's nnU-Net configurations reuse its data.
-BASELINE_PLANS = "nnUNetPlans"
 NETWORK_CLASS = "samnet.models.network.SamSegmentationNetwork"
 
 

@@ -1,7 +1,7 @@
 """nnUNetTrainerSAMCached: trains from an embedding cache of the frozen encoder front.
 
 The longest frozen front of the encoder (after ``apply_peft``) is computed once per
-window into ``samnet.preprocessing.embedding_cache`` and read in every step:
+window into ``samnet.preprocessing.cache.embedding_cache`` and read in every step:
 
 - the whole encoder frozen (plan ``encoder_mode`` "cached", Xie et al. 2024): the cache
   holds image embeddings, only the decoder side trains;
@@ -20,14 +20,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
 from samnet.models.network import CachedInput
-from samnet.preprocessing.embedding_cache import (
+from samnet.preprocessing.cache.build import build_embedding_cache
+from samnet.preprocessing.cache.embedding_cache import (
     OUTSIDE_LABEL,
     sample_batches,
 )
-from samnet.preprocessing.embedding_cache_build import build_embedding_cache
-from samnet.preprocessing.encoder_prefix import (
+from samnet.preprocessing.cache.encoder_prefix import (
     encoder_stages,
     frozen_prefix_stages,
     split_image_encoder,

@@ -35,11 +35,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import (
 )
 from torch import nn
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
+from samnet.core.layout import FEW_SHOT_SUPPORT_FILE
 from samnet.fewshot.support_set import SupportSet, encode_support, fold_support
 from samnet.models.network import CachedInput
 from samnet.models.prototype_head import PrototypeHead
-from samnet.preprocessing.embedding_cache import sample_batches
+from samnet.preprocessing.cache.embedding_cache import sample_batches
 from samnet.trainers.sam_trainer import (
     NNUNET_DEFAULT_DEVICE,
     network_from_plan,
@@ -47,7 +48,6 @@ from samnet.trainers.sam_trainer import (
     sam_plan_of,
 )
 
-SUPPORT_FILE = "fewshot_support.json"
 # Share of the other support slices each training query's prototypes are pooled from.
 EPISODE_KEEP = 0.5
 
@@ -146,7 +146,7 @@ class nnUNetTrainerSAMFewShot(nnUNetTrainerSAM):
         }
         self.print_to_log_file(f"few-shot support set: {json.dumps(record)}")
         if self.local_rank == 0:
-            Path(self.output_folder, SUPPORT_FILE).write_text(
+            Path(self.output_folder, FEW_SHOT_SUPPORT_FILE).write_text(
                 json.dumps(record, indent=1)
             )
 

@@ -5,7 +5,7 @@ For plans with ``prompts`` (``samnet_plan --prompts box|point|box,point``; Gu et
 
 - every training and validation batch is prompted: for each window, one prompt per class
   present in its reference, of a kind the plan allows, simulated as an annotator gives it
-  (``samnet.prompts.simulate_prompts``). The network turns them into class logits
+  (``samnet.prompting.simulated.simulate_prompts``). The network turns them into class logits
   (``SamSegmentationNetwork.decode_class_prompts``: a prompted class's mask logit against
   background's 0), so nnU-Net's Dice + CE loss and pseudo Dice apply unchanged;
 - the final validation prompts each validation case slice by slice from its reference
@@ -28,9 +28,9 @@ from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from tqdm import tqdm
 
-from samnet.errors import SamnetError
-from samnet.prompted import prompted_volume_logits
-from samnet.prompts import simulate_prompts
+from samnet.core.errors import SamnetError
+from samnet.prompting.prompted_sam import prompted_volume_logits
+from samnet.prompting.simulated import simulate_prompts
 from samnet.trainers.cached_trainer import nnUNetTrainerSAMCached
 from samnet.trainers.distributed import data_seed
 

@@ -31,14 +31,14 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from samnet.cpu_numerics import flush_denormals
-from samnet.errors import SamnetError
+from samnet.core.atomic import atomic_file
+from samnet.core.cpu_numerics import flush_denormals
+from samnet.core.errors import SamnetError
+from samnet.core.sam_plan import SamPlan
 from samnet.models.class_head import ClassHead
+from samnet.models.lr_schedule import WarmupDecayLR
 from samnet.models.network import SamSegmentationNetwork, build_network
 from samnet.models.peft import PeftConfig, apply_peft, trainable_parameters
-from samnet.planners.sam_plan import SamPlan
-from samnet.preprocessing.atomic import atomic_file
-from samnet.trainers.lr_schedule import WarmupDecayLR
 
 # nnUNetTrainer's own default device.
 NNUNET_DEFAULT_DEVICE = torch.device("cuda")

@@ -25,13 +25,11 @@ from typing import Any
 import numpy as np
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from samnet.errors import SamnetError
-from samnet.fewshot.support import ResolvedSlice
+from samnet.core.errors import SamnetError
+from samnet.core.layout import SAM_CONFIGURATION, SUPPORT_SLICES_FILE
+from samnet.core.sam_plan import FewShotPlan, SamPlan
+from samnet.fewshot.support_selection import ResolvedSlice
 from samnet.fewshot.support_set import fold_support
-from samnet.planners.sam_plan import FewShotPlan, SamPlan
-from samnet.planners.sam_planner import SAM_CONFIGURATION
-
-SUPPORT_SLICES_FILE = "support_slices.json"
 
 
 class SupportSliceDataset:

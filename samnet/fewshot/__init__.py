@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
 
 __all__ = ["predict_few_shot", "train_few_shot"]
 
@@ -53,7 +53,7 @@ def train_few_shot(
     Arguments:
       dataset: DatasetNNN, its full name or its id.
       shots: K, the support slices per fold, chosen from each fold's training cases.
-      support: a JSON or CSV file of (case, slice) instead (``samnet.fewshot.support``).
+      support: a JSON or CSV file of (case, slice) instead (``samnet.fewshot.support_selection``).
       seed: seed of the automatic choice (default 0).
       folds: cross-validation folds to train.
       methods: ``"sam"`` and/or ``"nnunet"`` (the baselines, on all labels).
@@ -71,7 +71,7 @@ def train_few_shot(
             "train_few_shot needs the support set's size or its slices",
             "pass shots=K or support='slices.json'",
         )
-    from samnet.plan_and_train import parse_arguments, plan_and_train
+    from samnet.pipeline.plan_and_train import parse_arguments, plan_and_train
 
     options = {
         "--few-shot": shots,
@@ -105,6 +105,10 @@ def predict_few_shot(
     each output in its input's format and geometry, ``folds`` averaged (default: every
     trained fold). Returns samnet_predict's record of the run.
     """
+    from samnet.core.atomic import atomic_folder
+    from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.core.methods import FEW_SHOT_TRAINER
+    from samnet.core.paths import configure_environment
     from samnet.inference.file_formats import cases_in_folder
     from samnet.inference.run import Options, predict_cases
     from samnet.inference.selection import (
@@ -113,11 +117,7 @@ def predict_few_shot(
         select_models,
         training_dataset_json,
     )
-    from samnet.methods import FEW_SHOT_TRAINER
-    from samnet.paths import configure_environment
-    from samnet.planners.sam_planner import SAM_CONFIGURATION, SAM_PLANS
-    from samnet.preprocessing.atomic import atomic_folder
-    from samnet.training import resolve_device
+    from samnet.pipeline.train_fold import resolve_device
 
     configure_environment()
     model = f"{FEW_SHOT_TRAINER}:{SAM_PLANS}:{SAM_CONFIGURATION}"

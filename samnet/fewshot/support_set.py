@@ -16,21 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from samnet.core.sam_plan import FewShotPlan
 from samnet.fewshot.prototypes import (
     episode_prototypes,
     pooled_sums,
     sums_per_slice,
     support_prototypes,
 )
-from samnet.fewshot.support import (
+from samnet.fewshot.support_selection import (
     ResolvedSlice,
     SupportSlice,
     resolve_support,
     select_support,
 )
 from samnet.models.network import SamSegmentationNetwork
-from samnet.planners.sam_plan import FewShotPlan
-from samnet.preprocessing.embedding_cache_build import slice_windows
+from samnet.preprocessing.cache.build import slice_windows
 
 ENCODER_BATCH = 8
 

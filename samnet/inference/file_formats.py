@@ -15,8 +15,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from samnet.errors import SamnetError
-from samnet.preprocessing.image_io import (
+from samnet.core.errors import SamnetError
+from samnet.preprocessing.intake.image_io import (
     NATURAL_IMAGE_ENDINGS,
     read_errors_named,
     read_image_info,

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from samnet.core.layout import FINAL_CHECKPOINT
 from samnet.inference.file_formats import stage_inputs, write_back
 from samnet.inference.selection import (
-    CHECKPOINT,
     Member,
     Selection,
     channel_names,
@@ -36,7 +36,7 @@ class Options:
 
     device: str = "cpu"
     mirroring: bool = True
-    checkpoint: str = CHECKPOINT
+    checkpoint: str = FINAL_CHECKPOINT
     processes: int = field(
         default_factory=lambda: int(os.environ.get("nnUNet_def_n_proc", "1"))
     )
@@ -64,7 +64,7 @@ def run_with_nnunet(
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from tqdm import tqdm
 
-    from samnet.inference.shared_encoder import share_frozen_encoder
+    from samnet.models.shared_encoder import share_frozen_encoder
 
     device = torch.device(options.device)
     if device.type == "cpu":

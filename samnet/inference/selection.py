@@ -11,12 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from samnet.datasets import dataset_id
-from samnet.errors import SamnetError
-from samnet.methods import Method
-from samnet.paths import results_folder
-
-CHECKPOINT = "checkpoint_final.pth"
+from samnet.core.datasets import dataset_id
+from samnet.core.errors import SamnetError
+from samnet.core.layout import FINAL_CHECKPOINT
+from samnet.core.methods import Method
+from samnet.core.paths import results_folder
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def trained_folds(
 
 def best_configuration(dataset: Path) -> tuple[str, list[str], list[int]]:
     """The report's best configuration: its name, member folders and cross-validation folds."""
-    from samnet.report import REPORT_FOLDER
+    from samnet.core.layout import REPORT_FOLDER
 
     report_file = dataset / REPORT_FOLDER / "report.json"
     if not report_file.is_file():
@@ -133,7 +132,7 @@ def postprocessing_candidates(
     folds_text = "_".join(str(fold) for fold in folds)
     if len(members) == 1:
         return [dataset / members[0] / f"crossval_results_folds_{folds_text}"]
-    from samnet.report_ensembles import ENSEMBLES_FOLDER
+    from samnet.core.layout import ENSEMBLES_FOLDER
 
     return [
         dataset / ENSEMBLES_FOLDER / "+".join(members),
@@ -165,7 +164,7 @@ def select_models(
     dataset: Path,
     models: list[str],
     folds: list[int] | None = None,
-    checkpoint: str = CHECKPOINT,
+    checkpoint: str = FINAL_CHECKPOINT,
 ) -> Selection:
     """The report's best configuration (``models == ["best"]``) or the ``TRAINER:PLANS:CONFIG`` models."""
     if models == ["best"]:

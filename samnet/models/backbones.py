@@ -23,7 +23,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
 from samnet.models.backbone_resize import embedding_grid_size, resize_sam
 from samnet.models.checkpoint_files import (
     BaseWeights,

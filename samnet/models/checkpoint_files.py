@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
+from samnet.core.layout import IDENTITY_SUFFIX
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 CHECKPOINT_DIRS_VARIABLE = "SAMNET_CHECKPOINTS"
 # What samnet_pretrain writes beside a base checkpoint it made: ``WEIGHTS<suffix>``.
 PRETRAINED_FORMAT = "samnet-pretrained-base/1"
-IDENTITY_SUFFIX = ".identity.json"
 
 # How many keys of each kind a mismatch error names before it only counts the rest.
 SHOWN_KEYS = 5

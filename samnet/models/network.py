@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, Sam
 from torch import nn
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
 from samnet.models.backbones import BaseWeights, build_sam, get_backbone
 from samnet.models.class_head import ClassHead
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.input_adapter import InputAdapter
 from samnet.models.trained_checkpoint import trained_state
-from samnet.prompts import ObjectPrompt
+from samnet.prompting.simulated import ObjectPrompt
 
 # The logit of a class nobody prompted on an image, in prompted mode: far below background's 0.
 UNPROMPTED_LOGIT = -20.0

@@ -34,7 +34,7 @@ from typing import Any
 
 from torch import nn
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
 from samnet.models.adapter import Adapter, attach_adapter
 from samnet.models.lora import LoRALinear
 

@@ -9,7 +9,7 @@ import torch
 from segment_anything.modeling import MaskDecoder
 from torch import nn
 
-from samnet.errors import SamnetError
+from samnet.core.errors import SamnetError
 from samnet.models.class_head import mask_logits, run_mask_decoder
 
 

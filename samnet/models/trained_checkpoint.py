@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from samnet.errors import SamnetError
+from samnet.core.atomic import atomic_file
+from samnet.core.errors import SamnetError
 from samnet.models.peft import CONFIG_ATTRIBUTE, PeftConfig
-from samnet.preprocessing.atomic import atomic_file
 
 FORMAT = "samnet-trained-1"
 # The base weights are the same when these agree; other keys (e.g. "path") only inform.

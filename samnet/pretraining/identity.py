@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, Sam
 
+from samnet.core.atomic import atomic_file
 from samnet.models.backbone_resize import interpolate_pos_embed
 from samnet.models.backbones import BackboneSpec
 from samnet.models.checkpoint_files import (
@@ -24,7 +25,6 @@ from samnet.models.checkpoint_files import (
     file_sha256,
     identity_path,
 )
-from samnet.preprocessing.atomic import atomic_file
 
 
 def native_state(sam: Sam, spec: BackboneSpec) -> dict[str, torch.Tensor]:

@@ -1,0 +1,47 @@
+"""Every name samnet gives to something on disk: one home, so that readers and writers agree.
+
+Existing plans and results folders are found by these names: changing one orphans them.
+"""
+
+# Plans and configurations in nnUNet_preprocessed/DATASET/.
+SAM_PLANS = "samnetPlans"
+SAM_CONFIGURATION = "sam_2d"
+# nnU-Net's 2d U-Net at SAM's in-plane spacing (planned when SAM downsamples the slices).
+LOWRES_2D_CONFIGURATION = "2d_lowres"
+# nnU-Net's default plans identifier: SAMPlanner's nnU-Net configurations reuse its data.
+BASELINE_PLANS = "nnUNetPlans"
+
+# Files in a fold folder, nnUNet_results/DATASET/TRAINER__PLANS__CONFIGURATION/fold_k/.
+# Written by samnet.pipeline.train_fold into each fold folder; read by the report.
+FOLD_STATS_FILE = "samnet_fold_stats.json"
+FOLD_BUDGET_FILE = "samnet_budget.json"
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+FEW_SHOT_SUPPORT_FILE = "fewshot_support.json"
+SUPPORT_SLICES_FILE = "support_slices.json"
+
+# Folders and files samnet writes in nnUNet_results/DATASET/.
+REPORT_FOLDER = "samnet_report"
+ENSEMBLES_FOLDER = "samnet_ensembles"
+# Written last into an ensemble folder: what it was made from.
+ENSEMBLE_SOURCES_FILE = "samnet_ensemble_sources.json"
+BOXPLOT_FILE = "dice_boxplot.png"
+CURVES_FILE = "training_curves.png"
+POSTPROCESSING_SUMMARY = "postprocessing.json"
+SLURM_FOLDER = "samnet_slurm"
+PRETRAIN_FOLDER = "samnet_pretrain"
+PRETRAIN_STATE_FILE = "state.pth"
+PRETRAIN_BUDGET_FILE = "budget.json"
+PRETRAIN_RECORD_FILE = "pretrain.json"
+PRETRAIN_CURVE_FILE = "pretrain_loss.png"
+# The weights file is BACKBONE + this.
+PRETRAINED_WEIGHTS_SUFFIX = "_pretrained.pth"
+
+# Folders samnet adds to nnUNet_preprocessed/DATASET/.
+CACHE_FOLDER = "samnet_cache"
+CACHE_INFO_FILE = "cache.json"
+
+# Records and files beside what samnet writes for the user.
+PREDICTION_RECORD = "samnet_prediction.json"
+SUBMISSION_RECORD = "samnet_submission.json"
+COMBINED_SUBMISSION_ZIP = "msd_submission.zip"
+IDENTITY_SUFFIX = ".identity.json"

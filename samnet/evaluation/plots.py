@@ -1,0 +1,109 @@
+"""The report's figures: per-case Dice box plots and training curves, as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from samnet.evaluation.stats import FOREGROUND, class_title
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+
+@contextmanager
+def figure_file(
+    path: Path, columns: int, size: tuple[float, float]
+) -> Iterator[list[Axes]]:
+    """Yield the axes of a one-row figure in matplotlib's default style; save it to ``path``.
+
+    The default style is forced because nnU-Net's training log restyles matplotlib globally
+    (seaborn, large fonts) in the process that trained, where this report is often drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"):
+        figure, axes = plt.subplots(1, columns, figsize=size, squeeze=False)
+        try:
+            yield axes[0]
+            figure.tight_layout()
+            figure.savefig(path, dpi=110)
+        finally:
+            plt.close(figure)
+
+
+def plot_boxplots(report: dict, path: Path) -> None:
+    """One panel per class (and foreground), one box per method and ensemble: per-case Dice."""
+    results = report["methods"] | report["ensembles"]
+    names = list(results)
+    keys = [*report["labels"], FOREGROUND]
+    size = (1 + 1.6 * len(names) * len(keys), 4.5)
+    with figure_file(path, len(keys), size) as axes:
+        draw_boxplots(axes, report, results, keys)
+
+
+def draw_boxplots(
+    axes: list[Axes], report: dict, results: dict[str, dict], keys: list[str]
+) -> None:
+    """Into each axis, for its class key, the per-case Dice of every result as a box."""
+    names = list(results)
+    for axis, key in zip(axes, keys):
+        data = [
+            [
+                row["dice"][key]
+                for row in results[name]["per_case"]
+                if row["dice"][key] is not None
+            ]
+            for name in names
+        ]
+        axis.boxplot(data, showmeans=True)
+        axis.set_xticks(
+            range(1, len(names) + 1),
+            [name.replace("__", "\n").replace("+", "\n+\n") for name in names],
+            fontsize=6,
+        )
+        axis.set_title(class_title(report["labels"], key))
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("Dice per case")
+
+
+def plot_training_curves(report: dict, path: Path) -> None:
+    """Train (solid) and validation (dashed) loss, and EMA pseudo Dice: one colour per method."""
+    with figure_file(path, 2, (12, 4.5)) as axes:
+        draw_training_curves(*axes, report)
+
+
+def draw_training_curves(loss_axis: Axes, dice_axis: Axes, report: dict) -> None:
+    """Every logged fold of every method as lines; a method's folds share its colour."""
+    from matplotlib import rcParams
+    from matplotlib.ticker import MaxNLocator
+
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, method) in enumerate(report["methods"].items()):
+        colour = colours[index % len(colours)]
+        logged = {f: r["curves"] for f, r in method["folds"].items() if r["curves"]}
+        label = f"{name} (folds {', '.join(logged)})"
+        for curves in logged.values():
+            loss_axis.plot(curves["train_losses"], color=colour, label=label)
+            loss_axis.plot(curves["val_losses"], color=colour, linestyle="--")
+            dice_axis.plot(curves["ema_fg_dice"], color=colour, label=label)
+            label = None
+    loss_axis.set(title="loss: train (solid), validation (dashed)", xlabel="epoch")
+    dice_axis.set(title="EMA pseudo Dice (validation)", xlabel="epoch", ylim=(0, 1))
+    for axis in (loss_axis, dice_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if axis.lines:
+            axis.legend(fontsize=6)
+        else:
+            axis.text(
+                0.5,
+                0.5,
+                "no training log found",
+                ha="center",
+                transform=axis.transAxes,
+            )

@@ -1,0 +1,242 @@
+"""``samnet_pretrain``: continue pre-training the SAM encoder on a dataset's own slices.
+
+    samnet_pretrain Dataset004_Hippocampus --steps 300 --batch-size 8
+    samnet_plan_and_train Dataset004_Hippocampus --overwrite  # plans on the new weights
+
+Masked image modelling (``samnet.pretraining``) on random windows of every slice the SAM
+configuration sees, imagesTr and imagesTs, as nnU-Net preprocesses them for ``sam_2d``
+(labels are never read), starting from the plan's base weights at the plan's input size.
+Writes to ``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their
+identity, ``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``.
+Interrupted runs resume from ``state.pth`` when re-run with the same budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from samnet.core.errors import SamnetError, cli_entry
+from samnet.core.layout import (
+    PRETRAIN_BUDGET_FILE,
+    PRETRAIN_CURVE_FILE,
+    PRETRAIN_FOLDER,
+    PRETRAIN_RECORD_FILE,
+    PRETRAIN_STATE_FILE,
+    PRETRAINED_WEIGHTS_SUFFIX,
+)
+from samnet.pipeline.plan_and_train import positive_int
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="samnet_pretrain",
+        description="Continue pre-training the planned SAM encoder on the dataset's own "
+        "slices (masked image modelling, labels unused); writes new base weights.",
+    )
+    parser.add_argument("dataset", help="DatasetNNN, its full name or its id")
+    parser.add_argument("--steps", type=positive_int, default=300)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--mask-ratio", type=float, default=0.6)
+    parser.add_argument(
+        "--mask-patch",
+        type=positive_int,
+        default=32,
+        help="side of a hidden patch (px)",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--overwrite", action="store_true", help="start again")
+    return parser.parse_args(argv)
+
+
+def sam_configuration(dataset_name: str) -> dict:
+    """The ``sam_2d`` configuration of the dataset's SAM plans."""
+    from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.core.paths import preprocessed_folder
+
+    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
+    if not plans_file.is_file():
+        raise SamnetError(
+            plans_file,
+            "no SAM plan, so there is nothing to say which encoder and slices to use",
+            f"plan first: samnet_plan {dataset_name} (or samnet_plan_and_train)",
+        )
+    return json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
+
+
+def pretrained_folder(dataset_name: str) -> Path:
+    """Where samnet_pretrain works and leaves its weights for a dataset."""
+    from samnet.core.paths import results_folder
+
+    return results_folder() / dataset_name / PRETRAIN_FOLDER
+
+
+def finished_pretrained_bases(dataset_name: str) -> dict[str, Path]:
+    """The weights of a finished samnet_pretrain run on the dataset, by backbone name."""
+    folder = pretrained_folder(dataset_name)
+    if not (folder / PRETRAIN_RECORD_FILE).is_file():
+        return {}
+    return {
+        path.name.removesuffix(PRETRAINED_WEIGHTS_SUFFIX): path
+        for path in folder.glob(f"*{PRETRAINED_WEIGHTS_SUFFIX}")
+    }
+
+
+def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
+    """Start ``folder`` for ``budget``, or continue the run it holds with the same budget."""
+    if overwrite and folder.exists():
+        shutil.rmtree(folder)
+    if (folder / PRETRAIN_RECORD_FILE).exists():
+        raise SamnetError(
+            folder,
+            "holds finished pre-trained weights",
+            "use them (--checkpoint, see pretrain.json), or pass --overwrite to start again",
+        )
+    recorded = folder / PRETRAIN_BUDGET_FILE
+    if recorded.exists() and json.loads(recorded.read_text()) != budget:
+        raise SamnetError(
+            recorded,
+            f"this run was started with {recorded.read_text()}, not {budget}",
+            "re-run with the same options to resume, or pass --overwrite to start again",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(budget))
+
+
+def preprocessed_test_images(dataset_name: str) -> list[np.ndarray]:
+    """The dataset's imagesTs, preprocessed for ``sam_2d`` as nnU-Net's predictor does
+    (``C x slices x H x W`` each); none when it has no test images."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    from samnet.core.datasets import find_raw_dataset
+    from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
+    from samnet.core.paths import preprocessed_folder
+
+    raw = find_raw_dataset(dataset_name)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    images = raw / "imagesTs"
+    if not images.is_dir():
+        return []
+    files = create_lists_from_splitted_dataset_folder(
+        str(images), dataset_json["file_ending"]
+    )
+    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
+    plans = PlansManager(str(plans_file))
+    configuration = plans.get_configuration(SAM_CONFIGURATION)
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    return [
+        preprocessor.run_case(case, None, plans, configuration, dataset_json)[0]
+        for case in tqdm(files, desc="test images", unit="case")
+    ]
+
+
+def plot_losses(losses: list[float], path: Path) -> None:
+    from samnet.evaluation.plots import figure_file
+
+    with figure_file(path, 1, (6, 3.5)) as (axes,):
+        axes.plot(range(1, len(losses) + 1), losses, linewidth=0.8)
+        axes.set_xlabel("optimizer step")
+        axes.set_ylabel("L1 on hidden pixels")
+        axes.set_title("continued pre-training (masked image modelling)")
+
+
+def continue_pretraining(args: argparse.Namespace) -> Path:
+    """Pre-train the planned backbone on the dataset (parsed ``samnet_pretrain``
+    arguments); returns the new weights."""
+    from samnet.core.paths import configure_environment, preprocessed_folder
+
+    configure_environment()
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from samnet.core.datasets import find_raw_dataset
+    from samnet.core.sam_plan import SamPlan
+    from samnet.models.backbones import get_backbone
+    from samnet.models.network import build_network
+    from samnet.pipeline.train_fold import resolve_device
+    from samnet.pretraining.identity import save_pretrained_base
+    from samnet.pretraining.loop import PretrainBudget, pretrain
+    from samnet.pretraining.masked_image_model import MaskedImageModel
+    from samnet.pretraining.slices import slice_windows
+
+    dataset_name = find_raw_dataset(args.dataset).name
+    configuration = sam_configuration(dataset_name)
+    plan = SamPlan.from_dict(configuration["sam"])
+    spec = get_backbone(plan.backbone)
+    folder = pretrained_folder(dataset_name)
+    budget = PretrainBudget(args.steps, args.batch_size, args.learning_rate)
+    options = {"mask_ratio": args.mask_ratio, "mask_patch": args.mask_patch}
+    claim_folder(folder, {**budget.__dict__, **options}, args.overwrite)
+    data = preprocessed_folder() / dataset_name / configuration["data_identifier"]
+    dataset_class = infer_dataset_class(str(data))
+    dataset = dataset_class(str(data))
+    cases = [dataset.load_case(case)[0] for case in dataset.identifiers]
+    test_cases = preprocessed_test_images(dataset_name)
+    channels = cases[0].shape[0]
+    network, parent = build_network(
+        plan.backbone,
+        channels,
+        2,
+        image_size=plan.input_size,
+        checkpoint=plan.checkpoint,
+    )
+    model = MaskedImageModel(
+        network.input_adapter,
+        network.sam.image_encoder,
+        spec.embedding_stride,
+        mask_ratio=args.mask_ratio,
+        mask_patch=args.mask_patch,
+    )
+    window = tuple(configuration["patch_size"])
+    start = time.perf_counter()
+    losses = pretrain(
+        model,
+        lambda seed: slice_windows(cases + test_cases, window, args.batch_size, seed),
+        budget,
+        folder / PRETRAIN_STATE_FILE,
+        resolve_device(args.device),
+    )
+    weights = folder / f"{plan.backbone}{PRETRAINED_WEIGHTS_SUFFIX}"
+    record = {
+        "dataset": dataset_name,
+        "cases": len(cases),
+        "test_cases": len(test_cases),
+        "slices": sum(case.shape[1] for case in cases + test_cases),
+        "input_size": plan.input_size,
+        "budget": budget.__dict__,
+        **options,
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds_this_run": round(time.perf_counter() - start, 1),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    base = save_pretrained_base(network.sam.cpu(), spec, weights, parent, record)
+    plot_losses(losses, folder / PRETRAIN_CURVE_FILE)
+    (folder / PRETRAIN_RECORD_FILE).write_text(
+        json.dumps({**record, "sha256": base.sha256, "losses": losses}, indent=2)
+    )
+    (folder / PRETRAIN_STATE_FILE).unlink()
+    return weights
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    weights = continue_pretraining(args)
+    print(
+        f"samnet: pre-trained weights in {weights}; planning picks them up: "
+        f"samnet_plan_and_train {args.dataset} --overwrite (or name them: "
+        f"--checkpoint {weights})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

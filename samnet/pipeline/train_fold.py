@@ -1,0 +1,228 @@
+"""Train and validate one nnU-Net trainer on one fold, with an explicit budget, resumably.
+
+Every method samnet compares (nnU-Net baselines now, SAM trainers later) runs through
+:func:`train_fold`, so they share the same splits, the same budget rules, the same
+resume logic and the same validation.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import resource
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from samnet.core.atomic import atomic_file
+from samnet.core.errors import SamnetError
+from samnet.core.layout import FOLD_BUDGET_FILE, FOLD_STATS_FILE
+from samnet.core.methods import Budget, Method
+from samnet.core.paths import preprocessed_folder, results_folder
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SamnetError(
+            None,
+            "--device cuda was asked for but no CUDA GPU is visible",
+            "use --device cpu or auto",
+        )
+    if name not in ("cpu", "cuda"):
+        raise SamnetError(
+            None, f"unknown device '{name}'", "use one of auto, cpu, cuda"
+        )
+    return torch.device(name)
+
+
+def fold_folder(dataset_name: str, method: Method, fold: int) -> Path:
+    return results_folder() / dataset_name / method.folder_name / f"fold_{fold}"
+
+
+def validation_summary(dataset_name: str, method: Method, fold: int) -> Path:
+    return fold_folder(dataset_name, method, fold) / "validation" / "summary.json"
+
+
+def write_json_atomically(data: dict, path: Path) -> None:
+    with atomic_file(path) as handle:
+        handle.write(json.dumps(data, indent=2).encode())
+
+
+def claim_budget(folder: Path, budget: Budget) -> None:
+    """Record the budget of a fold; refuse to resume a fold that was started with another one."""
+    path = folder / FOLD_BUDGET_FILE
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != asdict(budget):
+            raise SamnetError(
+                path,
+                f"this fold was started with budget {recorded}, not {asdict(budget)}",
+                "re-run with the same --epochs/--iterations-per-epoch/--batch-size, or pass --overwrite to retrain",
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(asdict(budget), path)
+
+
+def build_trainer(
+    dataset_name: str, method: Method, fold: int, budget: Budget, device: torch.device
+):
+    """An nnU-Net trainer of ``method`` set to ``budget``; the plans' batch size is replaced by the budget's."""
+    from nnunetv2.run.run_training import recursive_find_trainer_class_by_name
+
+    base = preprocessed_folder() / dataset_name
+    plans_file = base / f"{method.plans}.json"
+    if not plans_file.exists():
+        raise SamnetError(
+            plans_file,
+            "plans file not found",
+            "plan the dataset first (samnet_plan_and_train does it)",
+        )
+    plans = json.loads(plans_file.read_text())
+    if method.configuration not in plans["configurations"]:
+        raise SamnetError(
+            plans_file,
+            f"configuration '{method.configuration}' is not planned (planned: {sorted(plans['configurations'])})",
+            "choose a planned configuration with --configurations",
+        )
+    plans["configurations"][method.configuration]["batch_size"] = budget.batch_size
+    plans["continue_training"] = True
+    dataset_json = json.loads((base / "dataset.json").read_text())
+    trainer_class = recursive_find_trainer_class_by_name(method.trainer)
+    if torch.distributed.is_initialized():
+        from samnet.trainers.distributed import distributed_variant
+
+        trainer_class = distributed_variant(trainer_class)
+    trainer = trainer_class(
+        plans=plans,
+        configuration=method.configuration,
+        fold=fold,
+        dataset_json=dataset_json,
+        device=device,
+    )
+    trainer.num_epochs = budget.epochs
+    trainer.num_iterations_per_epoch = budget.iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
+    # Small budgets make every epoch precious: checkpoint each one so an interrupted run resumes where it was.
+    trainer.save_every = 1
+    return trainer
+
+
+def attach_progress_bar(trainer, description: str) -> tqdm:
+    """Advance a tqdm bar (epochs) with the loss and pseudo Dice each time the trainer ends an epoch."""
+    bar = tqdm(
+        total=trainer.num_epochs,
+        initial=trainer.current_epoch,
+        desc=description,
+        unit="epoch",
+        disable=trainer.local_rank != 0,
+    )
+    end_epoch = trainer.on_epoch_end
+
+    def on_epoch_end() -> None:
+        end_epoch()
+        bar.set_postfix(
+            train_loss=f"{trainer.logger.get_value('train_losses', step=-1):.3f}",
+            pseudo_dice=f"{trainer.logger.get_value('mean_fg_dice', step=-1):.3f}",
+        )
+        bar.update(1)
+
+    trainer.on_epoch_end = on_epoch_end
+    return bar
+
+
+def epoch_seconds(trainer) -> list[float]:
+    starts = trainer.logger.get_value("epoch_start_timestamps", step=None)
+    ends = trainer.logger.get_value("epoch_end_timestamps", step=None)
+    return [end - start for start, end in zip(starts, ends)]
+
+
+def load_resumable(trainer, checkpoint: Path) -> None:
+    """Load an interrupted fold's checkpoint; one torn by a kill mid-write is a clear error."""
+    try:
+        trainer.load_checkpoint(str(checkpoint))
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise SamnetError(
+            checkpoint,
+            f"cannot be read ({type(error).__name__}); the run was probably stopped while writing it",
+            "delete it to restart this fold from epoch 0, or pass --overwrite to retrain the fold",
+        ) from error
+
+
+def train_fold(
+    dataset_name: str,
+    method: Method,
+    fold: int,
+    budget: Budget,
+    device: torch.device,
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+) -> Path:
+    """Train (or resume) ``method`` on ``fold``, validate it, and return its validation ``summary.json``.
+
+    A fold whose validation summary exists is done and is left alone unless ``overwrite``.
+    Under ``torchrun`` (a process group is initialised) every rank calls it; only rank 0
+    writes files.
+    """
+    from samnet.trainers.distributed import barrier, is_rank_zero
+
+    writes = is_rank_zero()
+    folder = fold_folder(dataset_name, method, fold)
+    if overwrite and folder.exists() and writes:
+        shutil.rmtree(folder)
+    barrier()  # no rank reads the folder before rank 0 has cleared it
+    summary = validation_summary(dataset_name, method, fold)
+    if summary.exists():
+        print(
+            f"samnet: {method.folder_name} fold {fold} is done ({summary}); --overwrite retrains it"
+        )
+        return summary
+    if writes:
+        claim_budget(folder, budget)
+    trainer = build_trainer(dataset_name, method, fold, budget, device)
+    final_checkpoint = folder / "checkpoint_final.pth"
+    latest_checkpoint = folder / "checkpoint_latest.pth"
+    if final_checkpoint.exists():
+        trainer.load_checkpoint(str(final_checkpoint))
+    else:
+        if latest_checkpoint.exists():
+            load_resumable(trainer, latest_checkpoint)
+            print(
+                f"samnet: resuming {method.folder_name} fold {fold} at epoch {trainer.current_epoch}"
+            )
+        bar = attach_progress_bar(
+            trainer, f"{method.configuration} {method.trainer} fold {fold}"
+        )
+        trainer.run_training()
+        bar.close()
+    start = time.perf_counter()
+    trainer.perform_actual_validation(save_probabilities)
+    seconds_per_epoch = epoch_seconds(trainer)
+    stats = {
+        "method": asdict(method),
+        "fold": fold,
+        "device": str(device),
+        "budget": asdict(budget),
+        "optimizer_steps": budget.optimizer_steps,
+        "train_seconds": sum(seconds_per_epoch),
+        "seconds_per_epoch": seconds_per_epoch,
+        "validation_seconds": time.perf_counter() - start,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "trainable_parameters": sum(
+            p.numel() for p in trainer.network.parameters() if p.requires_grad
+        ),
+    }
+    cache = getattr(trainer, "cache", None)
+    if cache is not None:
+        # Built once per dataset and shared by the folds; reported beside training time.
+        stats["embedding_cache_seconds"] = cache.info["build_seconds"]
+    if writes:
+        write_json_atomically(stats, folder / FOLD_STATS_FILE)
+    return summary

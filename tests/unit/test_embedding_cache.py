@@ -1,0 +1,386 @@
+"""The frozen-encoder embedding cache: nnU-Net's windows, exact reuse, safe builds, prefixes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.inference.sliding_window_prediction import (
+    compute_steps_for_sliding_window,
+)
+from nnunetv2.training.dataloading.nnunet_dataset import (
+    comp_blosc2_params,
+    nnUNetDatasetBlosc2,
+)
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+from segment_anything.modeling import ImageEncoderViT
+from torch import nn
+
+import samnet.preprocessing.cache.build as build_module
+from samnet.core.errors import SamnetError
+from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
+from samnet.models.fast_encoder import FastEncoder
+from samnet.models.network import SamSegmentationNetwork, build_network
+from samnet.models.peft import PeftConfig, apply_peft
+from samnet.preprocessing.cache.build import build_embedding_cache
+from samnet.preprocessing.cache.embedding_cache import EmbeddingCache, sample_batches
+from samnet.preprocessing.cache.encoder_prefix import (
+    frozen_prefix_stages,
+    split_image_encoder,
+)
+
+PATCH = (32, 32)
+INPUT_SIZE = 64
+DATA_IDENTIFIER = "nnUNetPlans_2d"
+# C x Z x H x W of each case: a 2-slice volume larger than the patch (2 x 3 windows per
+# slice) and a 2D image (Z = 1) narrower than the patch in y (padded, 1 x 2 windows).
+CASES = {"case_a": (1, 2, 40, 56), "case_b": (1, 1, 20, 44)}
+WINDOWS = 2 * 2 * 3 + 1 * 1 * 2
+# float16 keeps 11 significant bits: each cached value is within 2**-11 (relative) of
+# the float32 embedding. The decoder (attention, MLPs, layer norms) carries such an
+# input perturbation through roughly unchanged in relative size; 1% of the logits'
+# range leaves ample margin (measured: below 0.1%).
+FLOAT16_TOLERANCE = 1e-2
+
+
+def configuration() -> ConfigurationManager:
+    """The parts of an nnU-Net 2d configuration the cache reads."""
+    return ConfigurationManager(
+        {
+            "data_identifier": DATA_IDENTIFIER,
+            "patch_size": list(PATCH),
+            "spacing": [1.0, 1.0],
+            "normalization_schemes": ["ZScoreNormalization"],
+            "use_mask_for_norm": [False],
+            "architecture": {},
+        }
+    )
+
+
+def write_case(folder: Path, name: str, shape: tuple[int, ...], seed: int) -> None:
+    """A preprocessed case in nnU-Net's own storage: z-scored data, labels 0-2, -1 outside."""
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal(shape).astype(np.float32)
+    seg = rng.integers(0, 3, size=(1, *shape[1:])).astype(np.int8)
+    seg[..., :3] = -1
+    blocks, chunks = comp_blosc2_params(data.shape, PATCH)
+    nnUNetDatasetBlosc2.save_case(
+        data, seg, {}, str(folder / name), chunks=chunks, blocks=blocks
+    )
+
+
+@pytest.fixture
+def dataset_folder(tmp_path: Path) -> Path:
+    """``nnUNet_preprocessed/Dataset999_Tiny`` with the ``CASES`` of one 2d configuration."""
+    folder = tmp_path / "Dataset999_Tiny"
+    (folder / DATA_IDENTIFIER).mkdir(parents=True)
+    for seed, (name, shape) in enumerate(CASES.items()):
+        write_case(folder / DATA_IDENTIFIER, name, shape, seed)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def network_and_weights():
+    network, weights = build_network("lite_medsam", 1, 3, INPUT_SIZE, pretrained=False)
+    return network.eval(), weights
+
+
+def build(network_and_weights, folder: Path, **options) -> EmbeddingCache:
+    network, weights = network_and_weights
+    return build_embedding_cache(network, weights, configuration(), folder, **options)
+
+
+def expected_windows(
+    folder: Path,
+) -> list[tuple[int, int, int, int, np.ndarray, np.ndarray]]:
+    """(case, slice, y0, x0, image window, label window), derived with nnU-Net's functions."""
+    dataset = nnUNetDatasetBlosc2(str(folder / DATA_IDENTIFIER))
+    windows = []
+    for number, case in enumerate(dataset.identifiers):
+        data, seg, _, _ = dataset.load_case(case)
+        for z in range(data.shape[1]):
+            image = pad_nd_image(
+                torch.from_numpy(data[:, z]), PATCH, "constant", {"value": 0}
+            )
+            label = pad_nd_image(seg[0, z], PATCH, "constant", {"constant_values": -1})
+            steps = compute_steps_for_sliding_window(image.shape[1:], PATCH, 0.5)
+            for y0 in steps[0]:
+                for x0 in steps[1]:
+                    window = (slice(y0, y0 + PATCH[0]), slice(x0, x0 + PATCH[1]))
+                    windows.append(
+                        (
+                            number,
+                            z,
+                            y0,
+                            x0,
+                            image[(slice(None), *window)],
+                            label[window],
+                        )
+                    )
+    return windows
+
+
+def count_encoder_calls(
+    network: SamSegmentationNetwork, monkeypatch, fail_at=None
+) -> list:
+    """Record each batch the input adapter (first step of every encoding) sees."""
+    calls = []
+    forward = network.input_adapter.forward
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        if fail_at is not None and len(calls) == fail_at:
+            raise RuntimeError("injected failure")
+        return forward(x)
+
+    monkeypatch.setattr(network.input_adapter, "forward", counting)
+    return calls
+
+
+def test_windows_follow_nnunet_sliding_window(
+    network_and_weights, dataset_folder
+) -> None:
+    cache = build(network_and_weights, dataset_folder)
+    expected = expected_windows(dataset_folder)
+    assert len(cache) == len(expected) == WINDOWS
+    assert cache.cases == ("case_a", "case_b")
+    assert [tuple(row[:4]) for row in cache.index] == [w[:4] for w in expected]
+    assert {(w[2], w[3]) for w in expected if w[0] == 0} == {
+        (y, x) for y in (0, 8) for x in (0, 12, 24)
+    }
+    rows = np.arange(WINDOWS)
+    labels = cache.labels(rows)
+    assert labels.dtype == torch.long and labels.shape == (WINDOWS, 1, *PATCH)
+    assert torch.equal(
+        labels[:, 0], torch.stack([torch.from_numpy(w[5]).long() for w in expected])
+    )
+    assert (labels == -1).any(), "outside marks and padding stay -1"
+    foreground = [int((w[5] > 0).sum()) for w in expected]
+    assert cache.index[:, 4].tolist() == foreground
+    info = json.loads((cache.folder / CACHE_INFO_FILE).read_text())
+    assert cache.folder.parent.name == CACHE_FOLDER
+    assert info["windows"] == WINDOWS and info["feature_shape"] == [256, 16, 16]
+    assert info["key_inputs"]["patch_size"] == list(PATCH)
+
+
+def test_decoded_cache_matches_the_network(network_and_weights, dataset_folder) -> None:
+    network, _ = network_and_weights
+    cache = build(network_and_weights, dataset_folder, batch_size=4)
+    windows = torch.stack([w[4] for w in expected_windows(dataset_folder)])
+    with torch.no_grad():
+        embeddings = network.encode(windows)
+        logits = network(windows)
+        cached = network.decode(cache.embeddings(np.arange(WINDOWS)), PATCH)
+        rounded = network.decode(embeddings.half().float(), PATCH)
+    assert cache.embeddings([0]).dtype == torch.float32
+    # The cache holds exactly the float16-rounded float32 embedding...
+    assert torch.equal(cache.embeddings(np.arange(WINDOWS)), embeddings.half().float())
+    assert torch.allclose(cached, rounded, atol=1e-6)
+    # ...so its logits differ from the uncached network's by float16 rounding only.
+    error = (cached - logits).abs().max() / logits.abs().max()
+    assert error < FLOAT16_TOLERANCE
+
+
+def test_second_build_reuses_the_cache(
+    network_and_weights, dataset_folder, monkeypatch
+) -> None:
+    first = build(network_and_weights, dataset_folder)
+    written = (first.folder / "features.npy").stat().st_mtime_ns
+    calls = count_encoder_calls(network_and_weights[0], monkeypatch)
+    second = build(network_and_weights, dataset_folder)
+    assert calls == []
+    assert second.folder == first.folder
+    assert (second.folder / "features.npy").stat().st_mtime_ns == written
+
+
+def test_interrupted_build_leaves_nothing_and_the_next_succeeds(
+    network_and_weights, dataset_folder, monkeypatch
+) -> None:
+    with monkeypatch.context() as patch:
+        calls = count_encoder_calls(network_and_weights[0], patch, fail_at=2)
+        with pytest.raises(RuntimeError, match="injected failure"):
+            build(network_and_weights, dataset_folder, batch_size=4)
+    assert calls == [4, 4]
+    assert not [p for p in (dataset_folder / CACHE_FOLDER).iterdir() if p.is_dir()]
+    assert len(build(network_and_weights, dataset_folder, batch_size=4)) == WINDOWS
+
+
+def test_leftovers_of_killed_builds_are_removed(
+    network_and_weights, dataset_folder
+) -> None:
+    folder = build(network_and_weights, dataset_folder).folder
+    (folder / CACHE_INFO_FILE).unlink()  # a folder that was never completed
+    partial = folder.with_name(f".{folder.name}.x1y2.partial")
+    partial.mkdir()
+    cache = build(network_and_weights, dataset_folder)
+    assert len(cache) == WINDOWS and not partial.exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [("key_inputs", "input_size", 128), ("windows", None, 3), (None, None, "{")],
+)
+def test_mismatched_cache_json_is_a_clear_error(
+    network_and_weights, dataset_folder, change
+) -> None:
+    info_file = build(network_and_weights, dataset_folder).folder / CACHE_INFO_FILE
+    field, subfield, value = change
+    info = json.loads(info_file.read_text())
+    if field is None:
+        info_file.write_text(value)
+    else:
+        if subfield is None:
+            info[field] = value
+        else:
+            info[field][subfield] = value
+        info_file.write_text(json.dumps(info))
+    with pytest.raises(SamnetError) as error:
+        build(network_and_weights, dataset_folder)
+    assert error.value.path == info_file
+    assert "delete the folder" in error.value.fix
+
+
+def test_cases_changed_since_the_build_is_a_clear_error(
+    network_and_weights, dataset_folder
+) -> None:
+    cache = build(network_and_weights, dataset_folder)
+    write_case(dataset_folder / DATA_IDENTIFIER, "case_c", (1, 1, 32, 32), seed=7)
+    with pytest.raises(SamnetError) as error:
+        build(network_and_weights, dataset_folder)
+    assert error.value.path == cache.folder / CACHE_INFO_FILE
+
+
+def test_missing_preprocessed_data_is_a_clear_error(
+    network_and_weights, tmp_path
+) -> None:
+    with pytest.raises(SamnetError, match="no preprocessed cases"):
+        build(network_and_weights, tmp_path)
+
+
+def test_rows_by_case_and_seeded_batches(network_and_weights, dataset_folder) -> None:
+    cache = build(network_and_weights, dataset_folder)
+    rows = cache.rows_for_cases(["case_b"])
+    assert rows.tolist() == [WINDOWS - 2, WINDOWS - 1]
+    assert len(cache.rows_for_cases(["case_a", "case_b"])) == WINDOWS
+    with pytest.raises(SamnetError, match="case_z"):
+        cache.rows_for_cases(["case_z"])
+    training = cache.rows_for_cases(["case_a"])
+    batches = sample_batches(training, batch_size=4, seed=3)
+    first_pass = np.concatenate([next(batches) for _ in range(3)])
+    assert sorted(first_pass.tolist()) == training.tolist()
+    again = sample_batches(training, batch_size=4, seed=3)
+    assert np.array_equal(np.concatenate([next(again) for _ in range(3)]), first_pass)
+
+
+def test_reading_is_memory_mapped(network_and_weights, dataset_folder) -> None:
+    cache = build(network_and_weights, dataset_folder)
+    assert (
+        isinstance(cache._features, np.memmap) and cache._features.dtype == np.float16
+    )
+    assert isinstance(cache._labels, np.memmap) and cache._labels.dtype == np.int16
+    batch = cache.embeddings([3, 1])
+    assert torch.equal(
+        batch, torch.from_numpy(cache._features[[3, 1]].astype(np.float32))
+    )
+    assert not np.shares_memory(batch.numpy(), cache._features)
+
+
+def tiny_vit_encoder() -> ImageEncoderViT:
+    """A 4-block SAM ViT with windowed and global attention and relative positions."""
+    encoder = ImageEncoderViT(
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=4,
+        num_heads=2,
+        out_chans=16,
+        use_rel_pos=True,
+        window_size=2,
+        global_attn_indexes=(1, 3),
+    )
+    nn.init.normal_(encoder.pos_embed)
+    return encoder.eval()
+
+
+@pytest.mark.parametrize("kind", ["tiny_vit", "sam_vit"])
+def test_prefix_and_rest_equal_the_encoder_exactly(network_and_weights, kind) -> None:
+    if kind == "tiny_vit":
+        encoder, size = network_and_weights[0].sam.image_encoder, INPUT_SIZE
+        stages = 4
+    else:
+        encoder, size, stages = tiny_vit_encoder(), 32, 4
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        reference = encoder(x)
+        for k in range(stages + 1):
+            prefix, rest = split_image_encoder(encoder, k)
+            assert torch.equal(rest(prefix(x)), reference), f"split after {k} stages"
+    with pytest.raises(SamnetError, match="has 4"):
+        split_image_encoder(encoder, 5)
+
+
+def test_prefix_cache_feeds_the_rest(network_and_weights, dataset_folder) -> None:
+    network, _ = network_and_weights
+    full = build(network_and_weights, dataset_folder)
+    cache = build(network_and_weights, dataset_folder, prefix_stages=3)
+    assert (
+        cache.folder != full.folder and cache.info["key_inputs"]["prefix_stages"] == 3
+    )
+    assert cache.info["feature_shape"] == [320, 16, 16]  # layers.2 output: 320 channels
+    _, rest = split_image_encoder(network.sam.image_encoder, 3)
+    windows = torch.stack([w[4] for w in expected_windows(dataset_folder)])
+    with torch.no_grad():
+        logits = network(windows)
+        cached = network.decode(rest(cache.embeddings(np.arange(WINDOWS))), PATCH)
+    assert (cached - logits).abs().max() / logits.abs().max() < FLOAT16_TOLERANCE
+
+
+def test_fast_encoder_builds_the_same_cache(
+    network_and_weights, dataset_folder, monkeypatch
+) -> None:
+    plain = build(network_and_weights, dataset_folder)
+    reference = plain.embeddings(np.arange(WINDOWS))
+    made = []
+    monkeypatch.setattr(
+        build_module,
+        "FastEncoder",
+        lambda encoder, compile: made.append(compile) or FastEncoder(encoder, compile),
+    )
+    for path in plain.folder.iterdir():
+        path.unlink()
+    plain.folder.rmdir()
+    fast = build(network_and_weights, dataset_folder, fast=True)
+    error = (fast.embeddings(np.arange(WINDOWS)) - reference).abs().max()
+    assert error / reference.abs().max() < FLOAT16_TOLERANCE
+    # 14 windows at 64 px: compiling (a minute or two) would not pay.
+    assert made == [False]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (PeftConfig(method="frozen"), 4),
+        (
+            PeftConfig(
+                method="lora", parts=("encoder", "decoder"), encoder_blocks=(-2, -1)
+            ),
+            3,
+        ),
+        (PeftConfig(method="adapter", parts=("encoder",)), 1),
+    ],
+)
+def test_frozen_prefix_follows_peft(config: PeftConfig, expected: int) -> None:
+    network, _ = build_network("lite_medsam", 1, 3, INPUT_SIZE, pretrained=False)
+    apply_peft(network, config)
+    assert frozen_prefix_stages(network.sam.image_encoder) == expected
+
+
+def test_a_trained_patch_embedding_cannot_be_cached() -> None:
+    network, _ = build_network("lite_medsam", 1, 3, INPUT_SIZE, pretrained=False)
+    apply_peft(network, PeftConfig(method="full", parts=("encoder",)))
+    with pytest.raises(SamnetError, match="patch embedding trains"):
+        frozen_prefix_stages(network.sam.image_encoder)
