@@ -144,7 +144,7 @@ class Planner:
         )
         spec = get_backbone(backbone)
         checkpoint = self.decide("checkpoint", *self.checkpoint_rule(spec))
-        self.decide("pretrain", *self.pretrain_rule(spec))
+        pretrain = self.decide("pretrain", *self.pretrain_rule(spec))
         self.decide("slicing_axis", fp.slicing_axis, slicing_reason(fp))
         input_size = self.decide("input_size", *input_size_rule(fp, hw, spec))
         factor = self.decide("downsampling", *downsampling_rule(fp, spec, input_size))
@@ -197,6 +197,7 @@ class Planner:
             optimizer=optimizer,
             budget=TrainingBudget(epochs, iterations, batch),
             test_time_mirroring=mirroring,
+            pretrain=pretrain,
             few_shot=few_shot,
             prompts=prompts,
             decisions=tuple(self.decisions),

@@ -37,10 +37,10 @@ from samnet.core.layout import (
     SAM_CONFIGURATION,
     SAM_PLANS,
 )
-from samnet.pipeline.pretrain import finished_pretrained_bases
 from samnet.planners.fingerprint import sam_fingerprint
 from samnet.planners.hardware import Hardware, detect_hardware
 from samnet.planners.rules import Planner, PlanResult
+from samnet.pretraining.identity import finished_pretrained_bases
 
 NETWORK_CLASS = "samnet.models.network.SamSegmentationNetwork"
 

@@ -1,14 +1,47 @@
-"""Find nnU-Net datasets by id or name (``4``, ``004``, ``Dataset004``, ``Dataset004_Hippocampus``)."""
+"""nnU-Net datasets by id or name (``4``, ``004``, ``Dataset004``, ``Dataset004_Hippocampus``),
+resolved once into a :class:`Dataset` that knows its folders."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from samnet.core.errors import SamnetError
-from samnet.core.paths import raw_folder
+from samnet.core.layout import SAM_PLANS
+from samnet.core.paths import preprocessed_folder, raw_folder, results_folder
 
 _DATASET_PATTERN = re.compile(r"^(?:Dataset)?(\d{1,3})(?:_(\w+))?$")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One nnU-Net dataset: its id, its folder name and its three folders."""
+
+    id: int
+    name: str
+
+    @classmethod
+    def resolve(cls, identifier: str | int) -> Dataset:
+        """The dataset in ``nnUNet_raw`` that ``identifier`` names; a clear error when it is
+        missing or ambiguous."""
+        raw = find_raw_dataset(identifier)
+        return cls(dataset_id(raw.name), raw.name)
+
+    @property
+    def raw(self) -> Path:
+        return raw_folder() / self.name
+
+    @property
+    def preprocessed(self) -> Path:
+        return preprocessed_folder() / self.name
+
+    @property
+    def results(self) -> Path:
+        return results_folder() / self.name
+
+    def plans_file(self, plans_identifier: str = SAM_PLANS) -> Path:
+        return self.preprocessed / f"{plans_identifier}.json"
 
 
 def dataset_id(identifier: str | int) -> int:

@@ -111,6 +111,8 @@ class SamPlan:
       optimizer: see ``OptimizerPlan``.
       budget: see ``TrainingBudget``.
       test_time_mirroring: predict with nnU-Net's mirroring augmentation.
+      pretrain: continue pre-training the encoder on the dataset's own images
+        (``samnet_pretrain``) before fine-tuning; False in plans made before this field.
       few_shot: see ``FewShotPlan``; None trains on every labelled slice.
       prompts: the prompt kinds (``PROMPT_KINDS``) the model is trained to follow, one
         per object, simulated from the reference (Gu et al.'s prompt-based setting);
@@ -130,6 +132,7 @@ class SamPlan:
     optimizer: OptimizerPlan
     budget: TrainingBudget
     test_time_mirroring: bool = True
+    pretrain: bool = False
     few_shot: FewShotPlan | None = None
     prompts: tuple[str, ...] | None = None
     decisions: tuple[Decision, ...] = field(default=())

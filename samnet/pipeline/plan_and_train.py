@@ -29,6 +29,7 @@ from samnet.core.methods import (
     sam_method,
 )
 from samnet.core.paths import configure_environment, preprocessed_folder
+from samnet.core.sam_plan import SamPlan
 from samnet.pipeline.launchers import LAUNCHERS, Cluster, FoldRun, run_id
 
 METHOD_KINDS = ("sam", "nnunet", "support")
@@ -242,11 +243,15 @@ def pretraining_planned(sam_plans: Path, dataset_name: str) -> bool:
     """The SAM plan asks for continued pre-training and no finished run of its backbone
     is there yet."""
     from samnet.core.layout import SAM_CONFIGURATION
-    from samnet.pipeline.pretrain import finished_pretrained_bases
+    from samnet.pretraining.identity import finished_pretrained_bases
 
-    sam = json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION]["sam"]
-    asked = any(d["what"] == "pretrain" and d["value"] for d in sam["decisions"])
-    return asked and sam["backbone"] not in finished_pretrained_bases(dataset_name)
+    plan = SamPlan.from_dict(
+        json.loads(sam_plans.read_text())["configurations"][SAM_CONFIGURATION]["sam"],
+        sam_plans,
+    )
+    return plan.pretrain and plan.backbone not in finished_pretrained_bases(
+        dataset_name
+    )
 
 
 def plan_and_train(args: argparse.Namespace) -> Path | None:

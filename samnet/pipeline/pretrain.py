@@ -27,7 +27,6 @@ from samnet.core.errors import SamnetError, cli_entry
 from samnet.core.layout import (
     PRETRAIN_BUDGET_FILE,
     PRETRAIN_CURVE_FILE,
-    PRETRAIN_FOLDER,
     PRETRAIN_RECORD_FILE,
     PRETRAIN_STATE_FILE,
     PRETRAINED_WEIGHTS_SUFFIX,
@@ -70,24 +69,6 @@ def sam_configuration(dataset_name: str) -> dict:
             f"plan first: samnet_plan {dataset_name} (or samnet_plan_and_train)",
         )
     return json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
-
-
-def pretrained_folder(dataset_name: str) -> Path:
-    """Where samnet_pretrain works and leaves its weights for a dataset."""
-    from samnet.core.paths import results_folder
-
-    return results_folder() / dataset_name / PRETRAIN_FOLDER
-
-
-def finished_pretrained_bases(dataset_name: str) -> dict[str, Path]:
-    """The weights of a finished samnet_pretrain run on the dataset, by backbone name."""
-    folder = pretrained_folder(dataset_name)
-    if not (folder / PRETRAIN_RECORD_FILE).is_file():
-        return {}
-    return {
-        path.name.removesuffix(PRETRAINED_WEIGHTS_SUFFIX): path
-        for path in folder.glob(f"*{PRETRAINED_WEIGHTS_SUFFIX}")
-    }
 
 
 def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
@@ -162,7 +143,7 @@ def continue_pretraining(args: argparse.Namespace) -> Path:
     from samnet.models.backbones import get_backbone
     from samnet.models.network import build_network
     from samnet.pipeline.train_fold import resolve_device
-    from samnet.pretraining.identity import save_pretrained_base
+    from samnet.pretraining.identity import pretrained_folder, save_pretrained_base
     from samnet.pretraining.loop import PretrainBudget, pretrain
     from samnet.pretraining.masked_image_model import MaskedImageModel
     from samnet.pretraining.slices import slice_windows

@@ -17,6 +17,12 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, Sam
 
 from samnet.core.atomic import atomic_file
+from samnet.core.layout import (
+    PRETRAIN_FOLDER,
+    PRETRAIN_RECORD_FILE,
+    PRETRAINED_WEIGHTS_SUFFIX,
+)
+from samnet.core.paths import results_folder
 from samnet.models.backbone_resize import interpolate_pos_embed
 from samnet.models.backbones import BackboneSpec
 from samnet.models.checkpoint_files import (
@@ -61,3 +67,19 @@ def save_pretrained_base(
     with atomic_file(identity_path(path)) as handle:
         handle.write(json.dumps(identity, indent=2).encode())
     return BaseWeights(spec.name, str(path.resolve()), digest)
+
+
+def pretrained_folder(dataset_name: str) -> Path:
+    """Where samnet_pretrain works and leaves its weights for a dataset."""
+    return results_folder() / dataset_name / PRETRAIN_FOLDER
+
+
+def finished_pretrained_bases(dataset_name: str) -> dict[str, Path]:
+    """The weights of a finished samnet_pretrain run on the dataset, by backbone name."""
+    folder = pretrained_folder(dataset_name)
+    if not (folder / PRETRAIN_RECORD_FILE).is_file():
+        return {}
+    return {
+        path.name.removesuffix(PRETRAINED_WEIGHTS_SUFFIX): path
+        for path in folder.glob(f"*{PRETRAINED_WEIGHTS_SUFFIX}")
+    }

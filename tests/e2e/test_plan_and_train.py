@@ -309,7 +309,7 @@ def check_pretrain_run(
     from helpers import run_module
 
     from samnet.models.network import build_network
-    from samnet.pipeline.pretrain import finished_pretrained_bases
+    from samnet.pretraining.identity import finished_pretrained_bases
 
     run = run_module(environment, "samnet.pipeline.pretrain", *arguments)
     assert run.returncode == 0, run.stderr[-3000:]

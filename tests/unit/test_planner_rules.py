@@ -227,11 +227,13 @@ def test_pretraining_is_planned_only_when_asked_and_not_done() -> None:
         "value": True,
         "because": user_reason("pretrain"),
     }
+    assert asked.sam.pretrain is True
     weights = {
         "lite_medsam": Path("/results/samnet_pretrain/lite_medsam_pretrained.pth")
     }
     done = Planner(BRAIN_MRI, LAPTOP, {}, weights).plan()
     assert decision(done, "pretrain")["value"] is False
+    assert done.sam.pretrain is False
     assert (
         decision(plan(BRAIN_MRI, checkpoint="/mine.pth"), "pretrain")["value"] is False
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SIZE, tiny_sam
+from helpers import HIPPOCAMPUS_LIKE, SIZE, plan, tiny_sam
 
 from samnet.core.errors import SamnetError
 from samnet.models.backbones import build_sam, get_backbone
@@ -189,9 +189,10 @@ def test_plan_and_train_pretrains_when_the_plan_asks_and_no_run_finished(
     plans = tmp_path / "samnetPlans.json"
 
     def plan_asking(pretrain: bool, backbone: str = "lite_medsam") -> Path:
-        decisions = [{"what": "pretrain", "value": pretrain, "because": "test"}]
-        sam = {"sam": {"backbone": backbone, "decisions": decisions}}
-        plans.write_text(json.dumps({"configurations": {"sam_2d": sam}}))
+        sam = plan(HIPPOCAMPUS_LIKE, pretrain=pretrain, backbone=backbone).sam
+        plans.write_text(
+            json.dumps({"configurations": {"sam_2d": {"sam": sam.to_dict()}}})
+        )
         return plans
 
     assert pretraining_planned(plan_asking(True), "Dataset001_Demo")
