@@ -47,7 +47,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "samnet.preprocessing.intake.convert_msd",
+                "samnet.cli.convert_msd",
                 str(SHARED_DATA / "Task04_Hippocampus"),
             ],
             environment,
@@ -64,7 +64,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "samnet.pipeline.plan_and_train",
+            "samnet.cli.plan_and_train",
             str(DATASET_ID),
             "--folds",
             "0",

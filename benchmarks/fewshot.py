@@ -70,7 +70,7 @@ DATASETS = {
     "hippocampus": (
         "Dataset004_Hippocampus",
         [
-            "samnet.preprocessing.intake.convert_msd",
+            "samnet.cli.convert_msd",
             str(SHARED_DATA / "Task04_Hippocampus"),
         ],
         "2d",
@@ -79,7 +79,7 @@ DATASETS = {
     "cxr": (
         "Dataset501_CXRLungs",
         [
-            "samnet.preprocessing.intake.convert_2d",
+            "samnet.cli.convert_2d",
             *("--images", str(CXR / "images"), "--labels", str(CXR / "labels")),
             *("--name", "CXRLungs", "--id", "501", "--modality", "X-ray"),
             *("--label-names", "background,right_lung,left_lung"),
@@ -245,6 +245,7 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
+    # Agg (no display) is chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,7 +306,7 @@ def main() -> None:
         train = [
             sys.executable,
             "-m",
-            "samnet.pipeline.plan_and_train",
+            "samnet.cli.plan_and_train",
             dataset,
             *budget,
         ]

@@ -53,6 +53,7 @@ def zero_shot_folds(
       progress: a JSON-lines file of the cases scored so far, one line each: an
         interrupted run resumes from it (a Hippocampus fold takes ~35 min on 2 cores).
     """
+    # nnunetv2 reads nnUNet_* variables at import: main() sets them first.
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     dataset_json = json.loads((raw / "dataset.json").read_text())

@@ -33,6 +33,8 @@ from common import (
     write_result,
 )
 
+from samnet.evaluation.plots import figure_file
+
 DATASET = "Dataset004_Hippocampus"
 TASK = "Task04_Hippocampus"
 
@@ -41,7 +43,6 @@ def plot_overlays(predicted: Path, images: Path, path: Path, count: int = 6) -> 
     """The first ``count`` predictions of the validated task folder over their test
     images: for each, the slice (along the first array axis) where the prediction covers
     most voxels; label 1 red, label 2 yellow."""
-    from samnet.evaluation.plots import figure_file
 
     predictions = {
         file.name: sitk.GetArrayFromImage(sitk.ReadImage(file))
@@ -80,13 +81,15 @@ def main() -> None:
     if output.exists():
         shutil.rmtree(output)
     python = sys.executable
-    run_command([python, "-m", "samnet.evaluation.report", DATASET], environment)
+    run_command([python, "-m", "samnet.cli.compare", DATASET], environment)
     start = time.perf_counter()
-    export = [python, "-m", "samnet.msd.export", "-d", DATASET, "--task", TASK]
+    export = [python, "-m", "samnet.cli.export_msd", "-d", DATASET, "--task", TASK]
     export += ["-i", str(images), "-o", str(output)]
     run_command([*export, "--device", args.device], environment)
     seconds = time.perf_counter() - start
-    run_command([python, "-m", "samnet.msd.validate", str(zip_file)], environment)
+    run_command(
+        [python, "-m", "samnet.cli.validate_submission", str(zip_file)], environment
+    )
     plot_overlays(output / TASK, images, overlays)
     record = json.loads((output / "samnet_submission.json").read_text())
     report = json.loads(

@@ -36,7 +36,27 @@ import time
 from pathlib import Path
 from typing import Self
 
+import torch
 from common import RESULTS, SHARED_DATA, machine, run_command, work_environment
+from torch.utils.flop_counter import FlopCounterMode
+
+from samnet.core.atomic import atomic_folder
+from samnet.core.datasets import Dataset
+from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE, FOLD_STATS_FILE
+from samnet.core.methods import Budget, Method
+from samnet.core.paths import configure_environment, preprocessed_folder
+from samnet.core.sam_plan import ENCODER_MODES
+from samnet.models.backbones import get_backbone
+from samnet.models.encoder_prefix import (
+    encoder_stages,
+    frozen_prefix_stages,
+    split_image_encoder,
+)
+from samnet.models.network import EncodedImages, build_network
+from samnet.models.peft import apply_peft, count_parameters, trainable_parameters
+from samnet.planners import cost_model
+from samnet.planners.hardware import Hardware, detect_hardware, measure_matmul_gflops
+from samnet.planners.modes import peft_rule
 
 NAME = "planner_ablation_cpu"
 RESULT = RESULTS / f"{NAME}.json"
@@ -45,7 +65,8 @@ SUBSET_ID = 14
 SUBSET = "Dataset014_HippocampusSubset"
 BACKBONE = "lite_medsam"
 INPUT_SIZES = (128, 256)
-ENCODER_MODES = ("cached", "prefix_cached", "trained")
+# Timed cheapest first.
+TIMED_MODES = ENCODER_MODES[::-1]
 CACHED_TRAINER = "nnUNetTrainerSAMCached"
 CONFIGURATION = "sam_2d"
 NOTES = (
@@ -65,8 +86,9 @@ COST_MODEL_CONSTANTS = (
     "ACHIEVED_FRACTION",
     "CACHE_FRACTION",
     "DECODER_GFLOP",
-    "LAST_STAGE_SHARE",
 )
+# The benchmarked backbone's BackboneSpec fields the cost model reads.
+BACKBONE_COST_FIELDS = ("encoder_gflop", "last_stage_share")
 # A step timing during which other processes took more of the CPU than this is kept
 # only until a quieter one replaces it (this and later runs of the script).
 DISTURBED = 0.2
@@ -149,8 +171,6 @@ def is_done(entry: dict | None, settings: dict, overwrite: bool) -> bool:
 
 def make_subset(cases: int) -> dict:
     """Dataset014_HippocampusSubset: copies of the first ``cases`` labelled cases of Dataset004."""
-    from samnet.core.atomic import atomic_folder
-
     raw = Path(os.environ["nnUNet_raw"])
     source = raw / SOURCE
     if not source.exists():
@@ -159,7 +179,7 @@ def make_subset(cases: int) -> dict:
             [
                 sys.executable,
                 "-m",
-                "samnet.preprocessing.intake.convert_msd",
+                "samnet.cli.convert_msd",
                 str(task),
             ],
             dict(os.environ),
@@ -207,13 +227,12 @@ def make_subset(cases: int) -> dict:
 
 def plan_subset(size: int) -> str:
     """The CPU plan of the subset at ``size`` px, encoder cached, as its own plans file."""
+    # nnunetv2 reads nnUNet_* variables at import: main() sets them first.
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         plan_experiment_dataset,
     )
 
-    from samnet.core.paths import preprocessed_folder
     from samnet.pipeline.planning import preprocess
-    from samnet.planners.hardware import detect_hardware
     from samnet.planners.sam_planner import SAMPlanner
 
     plans_name = f"samnetPlans_{size}px"
@@ -224,7 +243,7 @@ def plan_subset(size: int) -> str:
             overrides={"input_size": size, "encoder_mode": "cached"},
         )
         plan_experiment_dataset(SUBSET_ID, planner, overwrite_plans_name=plans_name)
-    preprocess(SUBSET_ID, SUBSET, plans_name, [CONFIGURATION])
+    preprocess(Dataset(SUBSET_ID, SUBSET), plans_name, [CONFIGURATION])
     return plans_name
 
 
@@ -288,24 +307,13 @@ def time_encoder_mode(
     The matmul rate is measured before every step: the fastest step and the fastest rate
     are the least disturbed by other processes, and the prediction uses that rate.
     """
-    import torch
+    # nnunetv2 reads nnUNet_* variables at import: main() sets them first.
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from samnet.models.network import CachedInput, build_network
-    from samnet.models.peft import apply_peft, count_parameters, trainable_parameters
-    from samnet.planners.hardware import measure_matmul_gflops
-    from samnet.planners.rules import peft_rule
-    from samnet.preprocessing.cache.encoder_prefix import (
-        encoder_stages,
-        frozen_prefix_stages,
-        split_image_encoder,
-    )
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    peft, _ = peft_rule(mode, BACKBONE, {})
+    peft, _ = peft_rule(mode, get_backbone(BACKBONE), {})
     network, _ = build_network(BACKBONE, 1, 3, image_size=size)
     apply_peft(network, peft)
     images = torch.randn(batch, 1, *patch)
@@ -314,12 +322,13 @@ def time_encoder_mode(
     if mode != "trained":
         encoder = network.sam.image_encoder
         stages = frozen_prefix_stages(encoder)
-        front, rest = encoder, None
+        front, prefix_stages = encoder, None
         if stages < len(encoder_stages(encoder)):
-            front, rest = split_image_encoder(encoder, stages)
+            front, _ = split_image_encoder(encoder, stages)
+            prefix_stages = stages
         with torch.no_grad():
-            inputs = front(network.input_adapter(images)).contiguous()
-        network.cached_input = CachedInput(patch, rest)
+            features = front(network.input_adapter(images)).contiguous()
+        inputs = EncodedImages(features, patch, prefix_stages)
     network.train()
     loss = DC_and_CE_loss(
         {"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
@@ -352,7 +361,9 @@ def time_encoder_mode(
     return {
         "peft": peft.to_dict(),
         "trainable_parameters": count_parameters(network).trainable,
-        "input_shape": list(inputs.shape),
+        "input_shape": list(
+            inputs.features.shape if isinstance(inputs, EncodedImages) else inputs.shape
+        ),
         "seconds_per_step": seconds,
         "seconds_per_step_min": min(seconds),
         "seconds_per_step_median": statistics.median(seconds),
@@ -366,16 +377,11 @@ def time_encoder_mode(
 def mode_prediction(entry: dict) -> dict:
     """What the cost model in the code predicts for a timed mode, at the fastest matmul
     rate measured between its steps."""
-    from samnet.models.backbones import get_backbone
-    from samnet.planners import cost_model
-    from samnet.planners.hardware import Hardware
-
     settings = entry["settings"]
     rate = max(entry["matmul_gflops_before_each_step"])
     cost = cost_model.step_cost(
-        BACKBONE,
+        get_backbone(BACKBONE),
         settings["input_size"],
-        get_backbone(BACKBONE).native_size,
         settings["encoder_mode"],
         Hardware("cpu", os.cpu_count(), 0.0, None, None, rate),
     )
@@ -391,14 +397,9 @@ def mode_prediction(entry: dict) -> dict:
 def resolution_prediction(run: dict) -> dict:
     """What the cost model in the code predicts for a resolution run, on the hardware
     its plan measured."""
-    from samnet.models.backbones import get_backbone
-    from samnet.planners import cost_model
-    from samnet.planners.hardware import Hardware
-
     cost = cost_model.step_cost(
-        BACKBONE,
+        get_backbone(BACKBONE),
         run["sam_plan"]["input_size"],
-        get_backbone(BACKBONE).native_size,
         run["sam_plan"]["encoder_mode"],
         Hardware(**run["planner_hardware"]),
     )
@@ -411,21 +412,19 @@ def resolution_prediction(run: dict) -> dict:
 
 def refresh_predictions(result: dict) -> None:
     """Predictions (not measurements) recomputed with the cost model in the code, whose
-    constants are recorded beside them."""
-    from samnet.planners import cost_model
-
+    constants (and the backbone's it reads) are recorded beside them."""
     for entry in result.get("encoder_modes", {}).values():
         entry.update(mode_prediction(entry))
     for run in result.get("resolution", {}).values():
         run.update(resolution_prediction(run))
+    spec = get_backbone(BACKBONE)
     result["cost_model"] = {
-        name: getattr(cost_model, name, None) for name in COST_MODEL_CONSTANTS
+        **{name: getattr(cost_model, name) for name in COST_MODEL_CONSTANTS},
+        "backbone": {name: getattr(spec, name) for name in BACKBONE_COST_FIELDS},
     }
 
 
 def plan_patch_size(plans_name: str) -> tuple[int, int]:
-    from samnet.core.paths import preprocessed_folder
-
     plans = json.loads(
         (preprocessed_folder() / SUBSET / f"{plans_name}.json").read_text()
     )
@@ -437,7 +436,7 @@ def run_encoder_modes(
 ) -> None:
     """Every encoder mode at ``--timing-size``, and the cached one at each input size."""
     modes = result.setdefault("encoder_modes", {})
-    runs = [(mode, args.timing_size) for mode in ENCODER_MODES]
+    runs = [(mode, args.timing_size) for mode in TIMED_MODES]
     runs += [("cached", size) for size in INPUT_SIZES if size != args.timing_size]
     context = multiprocessing.get_context("spawn")
     for mode, size in runs:
@@ -499,9 +498,6 @@ def run_encoder_modes(
 
 def cache_info(size: int) -> dict:
     """cache.json of the subset's whole-encoder cache at ``size`` px."""
-    from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
-    from samnet.core.paths import preprocessed_folder
-
     for info_file in (preprocessed_folder() / SUBSET / CACHE_FOLDER).glob(
         f"*/{CACHE_INFO_FILE}"
     ):
@@ -514,11 +510,7 @@ def cache_info(size: int) -> dict:
 
 def train_resolution(size: int, budget, retrain: bool) -> dict:
     """Train and validate the cached CPU plan at ``size`` px on fold 0; its numbers."""
-    import torch
-
-    from samnet.core.layout import FOLD_STATS_FILE
-    from samnet.core.methods import Method
-    from samnet.core.paths import preprocessed_folder
+    # nnunetv2 reads nnUNet_* variables at import: main() sets them first.
     from samnet.pipeline.train_fold import fold_folder, train_fold
 
     plans_name = plan_subset(size)
@@ -568,8 +560,6 @@ def train_resolution(size: int, budget, retrain: bool) -> dict:
 
 
 def run_resolution(args: argparse.Namespace, result: dict) -> None:
-    from samnet.core.methods import Budget
-
     budget = Budget(
         args.epochs,
         args.iterations_per_epoch,
@@ -667,6 +657,7 @@ def compare(result: dict) -> dict:
 
 
 def plot(result: dict) -> None:
+    # Only the plot needs matplotlib; its backend is chosen before pyplot is imported.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -733,19 +724,17 @@ def main() -> None:
     os.environ.update(work_environment())
     os.environ.setdefault("nnUNet_def_n_proc", "1")
     os.environ.setdefault("nnUNet_n_proc_DA", "1")
-    import torch
-
-    from samnet.core.paths import configure_environment
+    configure_environment()
+    # nnunetv2 (under samnet.pipeline) reads nnUNet_* variables at import: set them first.
     from samnet.pipeline.planning import plan_and_preprocess
 
-    configure_environment()
     # This process plans and trains; the step timings run in fresh processes with
     # torch's default threads, as a plan would.
     torch.set_num_threads(args.threads)
     result = load_result()
     result.update(benchmark="planner_ablation", backbone=BACKBONE, notes=NOTES)
     result["subset"] = make_subset(args.cases)
-    plan_and_preprocess(SUBSET_ID, SUBSET, ["2d"])
+    plan_and_preprocess(Dataset(SUBSET_ID, SUBSET), ["2d"])
     patch = plan_patch_size(plan_subset(INPUT_SIZES[0]))
     if "modes" in args.parts:
         run_encoder_modes(args, result, patch)

@@ -77,7 +77,7 @@ def fine_tune(
         Path(compare["nnUNet_preprocessed"]) / dataset,
         Path(environment["nnUNet_preprocessed"]) / dataset,
     )
-    command = [sys.executable, "-m", "samnet.pipeline.plan_and_train", dataset]
+    command = [sys.executable, "-m", "samnet.cli.plan_and_train", dataset]
     command += ["--methods", "sam", "--prompts", kind, "--device", device]
     command += ["--folds", *map(str, folds)]
     for option in (

@@ -39,6 +39,8 @@ from common import (
     write_result,
 )
 
+from samnet.evaluation.stats import mean_or_none, paired_wilcoxon
+
 DATASET = "Dataset004_Hippocampus"
 SAM_METHOD = "nnUNetTrainerSAMCached__samnetPlans__sam_2d"
 
@@ -62,7 +64,6 @@ def validation_cases(results: Path, fold: int) -> dict[str, dict]:
 def compare_arms(without: Path, with_ssl: Path, folds: list[int]) -> dict:
     """Per class: mean Dice of each arm (empty-vs-empty cases skipped, as nnU-Net does),
     the mean paired difference and a paired Wilcoxon test."""
-    from samnet.evaluation.stats import mean_or_none, paired_wilcoxon
 
     pairs: dict[str, tuple[list, list]] = {}
     for fold in folds:
@@ -103,7 +104,7 @@ def main() -> None:
         command = [
             python,
             "-m",
-            "samnet.pipeline.pretrain",
+            "samnet.cli.pretrain",
             DATASET,
             "--steps",
             str(args.steps),
@@ -117,7 +118,7 @@ def main() -> None:
     command = [
         python,
         "-m",
-        "samnet.pipeline.plan_and_train",
+        "samnet.cli.plan_and_train",
         DATASET,
         "--methods",
         "sam",
@@ -128,7 +129,7 @@ def main() -> None:
     command += ["--val-iterations-per-epoch", str(budget["val_iterations_per_epoch"])]
     command += ["--batch-size", str(budget["batch_size"])]
     if not (Path(environment["nnUNet_raw"]) / DATASET).exists():
-        convert = [python, "-m", "samnet.preprocessing.intake.convert_msd"]
+        convert = [python, "-m", "samnet.cli.convert_msd"]
         run_command([*convert, str(SHARED_DATA / "Task04_Hippocampus")], environment)
     run_command(command, environment)
     host = machine()

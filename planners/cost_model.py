@@ -4,30 +4,17 @@ Compute is counted in fp32 FLOPs (torch's ``FlopCounterMode``, measured here) an
 into seconds with the machine's measured matmul rate times the fraction of it a SAM
 training step achieves. Memory per slice was measured here (peak RSS, LiteMedSAM with
 LoRA in encoder and decoder, 128 and 256 px) and is scaled by FLOPs for other backbones.
+Each backbone's encoder FLOPs, and the share of them ``prefix_cached`` still runs, are
+fields of its ``BackboneSpec`` (``encoder_gflop``, ``last_stage_share``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from samnet.models.backbone_spec import BackboneSpec
 from samnet.planners.hardware import Hardware
 
-# Encoder GFLOP per slice at the native size (FlopCounterMode, 2026-11-24). Window attention
-# and MLPs grow with the number of tokens, so cost scales with (size / native) ** 2
-# (LiteMedSAM: 19.95 at 128 px, 74.95 at 256 px).
-ENCODER_GFLOP = {
-    "lite_medsam": 74.95,
-    "mobile_sam": 74.95,
-    "sam_vit_b": 972.1,
-    "medsam_vit_b": 972.1,
-    "sam_vit_l": 2985.7,
-    "sam_vit_h": 5961.1,
-}
-# Share of the encoder's FLOPs in its last stage plus neck, what ``prefix_cached`` still
-# runs (LiteMedSAM at 128 px: 5.53 + 1.37 of 19.95 GFLOP; for plain ViTs the last quarter
-# of the blocks).
-LAST_STAGE_SHARE = {"lite_medsam": 0.35, "mobile_sam": 0.35}
-VIT_LAST_STAGE_SHARE = 0.25
 # Mask decoder with K class tokens, per slice at the native size (3.55 GFLOP at 256 px).
 DECODER_GFLOP = 3.55
 # Where weights train (the decoder), a step costs the forward pass plus about twice that
@@ -69,25 +56,22 @@ class StepCost:
     cache_seconds_per_slice: float
 
 
-def encoder_gflop(backbone: str, input_size: int, native_size: int) -> float:
-    return ENCODER_GFLOP[backbone] * (input_size / native_size) ** 2
+def encoder_gflop(spec: BackboneSpec, input_size: int) -> float:
+    """The encoder's forward GFLOP per slice at ``input_size`` (tokens grow with its square)."""
+    return spec.encoder_gflop * (input_size / spec.native_size) ** 2
 
 
 def step_cost(
-    backbone: str,
-    input_size: int,
-    native_size: int,
-    encoder_mode: str,
-    hardware: Hardware,
+    spec: BackboneSpec, input_size: int, encoder_mode: str, hardware: Hardware
 ) -> StepCost:
     """Estimated seconds and memory per training slice, and one-off seconds per slice
     to fill the embedding cache (0 when nothing is cached)."""
-    encoder = encoder_gflop(backbone, input_size, native_size)
-    decoder = DECODER_GFLOP * (input_size / native_size) ** 2
+    encoder = encoder_gflop(spec, input_size)
+    decoder = DECODER_GFLOP * (input_size / spec.native_size) ** 2
     rate = hardware.matmul_gflops * (AMP_SPEEDUP if hardware.on_gpu else 1.0)
     trained_share = {
         "trained": 1.0,
-        "prefix_cached": LAST_STAGE_SHARE.get(backbone, VIT_LAST_STAGE_SHARE),
+        "prefix_cached": spec.last_stage_share,
         "cached": 0.0,
     }[encoder_mode]
     forward_gflop = trained_share * encoder + decoder

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from samnet.planners.modality import detect_modality
+from samnet.preprocessing.intake.image_io import read_image
 
 # Reading every label of a large CT dataset takes minutes; an even sample of this many
 # cases gives class fractions and object sizes to a few percent.
@@ -85,6 +86,13 @@ class SamFingerprint:
     def in_plane_shape(self) -> tuple[int, int]:
         """Median in-plane shape of the slices SAM will see, at the median spacing."""
         return tuple(self.median_shape[axis] for axis in self.in_plane_axes)
+
+    @property
+    def labelled_slices(self) -> int:
+        """The labelled 2D slices SAM sees: one per 2D case, a volume's slices per 3D case."""
+        return self.labelled_cases * (
+            1 if self.dimensions == 2 else self.median_shape[self.slicing_axis]
+        )
 
     @property
     def smallest_class(self) -> ClassStatistics:
@@ -162,8 +170,6 @@ def class_statistics(
     raw_folder: Path, dataset: dict, axis: int
 ) -> tuple[ClassStatistics, ...]:
     """Voxel fraction and typical in-plane extent of each foreground class."""
-    from samnet.preprocessing.intake.image_io import read_image
-
     files = sorted((raw_folder / "labelsTr").glob(f"*{dataset['file_ending']}"))
     sample = [
         files[i]

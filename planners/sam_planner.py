@@ -39,7 +39,7 @@ from samnet.core.layout import (
 )
 from samnet.planners.fingerprint import sam_fingerprint
 from samnet.planners.hardware import Hardware, detect_hardware
-from samnet.planners.rules import Planner, PlanResult
+from samnet.planners.planner import Planner, PlanResult
 from samnet.pretraining.identity import finished_pretrained_bases
 
 NETWORK_CLASS = "samnet.models.network.SamSegmentationNetwork"

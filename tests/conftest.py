@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import (
     TINY_BUDGET,
@@ -44,7 +45,7 @@ def trained_demo(
     root = tmp_path_factory.mktemp("e2e")
     environment = demo_environment(root, TRAINED_DEMO_ID, num_training=10, num_test=2)
     run = run_module(
-        environment, "samnet.pipeline.plan_and_train", str(TRAINED_DEMO_ID), *TINY_BUDGET,
+        environment, "samnet.cli.plan_and_train", str(TRAINED_DEMO_ID), *TINY_BUDGET,
         timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -55,7 +56,7 @@ def trained_demo(
 def preprocessed(tmp_path: Path) -> Path:
     """Five cases ``C x Z x H x W`` cropped from 8 slices (starting at slice 2): class 1 in
     slices 1-3, class 2 in slices 2-4, each at a case-dependent place."""
-    import numpy as np
+    # nnunetv2 reads nnUNet_* at import: imported only once the test has set them
     from nnunetv2.training.dataloading.nnunet_dataset import (
         comp_blosc2_params,
         nnUNetDatasetBlosc2,

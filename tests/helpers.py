@@ -26,7 +26,8 @@ from samnet.inference.run import Options
 from samnet.inference.selection import Member
 from samnet.planners.fingerprint import ClassStatistics, SamFingerprint
 from samnet.planners.hardware import Hardware
-from samnet.planners.rules import Planner, PlanResult
+from samnet.planners.planner import Planner, PlanResult
+from samnet.preprocessing.intake.demo_dataset import write_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,6 @@ def demo_environment(
     root: Path, dataset_id: int, num_training: int, num_test: int
 ) -> dict[str, str]:
     """A demo dataset in ``root/raw`` and the environment for subprocesses that use it."""
-    from samnet.preprocessing.intake.demo_dataset import write_demo_dataset
 
     return subprocess_environment(
         root,
@@ -292,6 +292,7 @@ class FakeModel:
         save_probabilities: bool,
         options: Options,
     ) -> None:
+        # nnunetv2 reads nnUNet_* at import: imported only once the test has set them
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
         self.calls.append((member.folder.name, save_probabilities))

@@ -1,1 +1,2 @@
-"""nnU-Net trainers for SAM; arrive with the trainers issue."""
+"""samnet's nnU-Net trainers, one mode per file, and the variant every trainer (nnU-Net's
+too) trains as (``variants``: a progress bar over the epochs, DDP under torchrun)."""

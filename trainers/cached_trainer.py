@@ -10,8 +10,10 @@ window into ``samnet.preprocessing.cache.embedding_cache`` and read in every ste
 
 Batches are nnU-Net's sliding windows of each slice, without augmentation (a cached
 input cannot be augmented), a third of each batch drawn from windows with foreground,
-as nnU-Net's ``oversample_foreground_percent``. Validation after training is the
-predictor's, on whole images, like every other trainer's.
+as nnU-Net's ``oversample_foreground_percent``. Their ``data`` is ``EncodedImages``: the
+network decodes what the batch holds (after the encoder's remaining stages, for a
+prefix cache), so nnU-Net's training and validation steps run unchanged. Validation
+after training is the predictor's, on whole images, like every other trainer's.
 """
 
 from __future__ import annotations
@@ -21,16 +23,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from samnet.core.errors import SamnetError
-from samnet.models.network import CachedInput
+from samnet.models.encoder_prefix import encoder_stages, frozen_prefix_stages
+from samnet.models.network import EncodedImages
 from samnet.preprocessing.cache.build import build_embedding_cache
 from samnet.preprocessing.cache.embedding_cache import (
     OUTSIDE_LABEL,
     sample_batches,
-)
-from samnet.preprocessing.cache.encoder_prefix import (
-    encoder_stages,
-    frozen_prefix_stages,
-    split_image_encoder,
 )
 from samnet.trainers.distributed import data_seed, rank_zero_first
 from samnet.trainers.sam_trainer import nnUNetTrainerSAM
@@ -61,25 +59,24 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
                 prefix_stages=prefix_stages,
                 fast=self.device.type == "cpu",
             )
-        rest = None
-        if prefix_stages is not None:
-            rest = split_image_encoder(encoder, prefix_stages)[1]
-        network.cached_input = CachedInput(
-            tuple(self.configuration_manager.patch_size), rest
-        )
         training_cases, validation_cases = self.do_split()
         seed = data_seed(self.fold, self.local_rank, self.current_epoch)
         return (
-            self._batches(training_cases, seed),
-            self._batches(validation_cases, seed + 1),
+            self._batches(training_cases, seed, prefix_stages),
+            self._batches(validation_cases, seed + 1, prefix_stages),
         )
 
-    def _batches(self, cases: list[str], seed: int) -> Iterator[dict]:
-        """Endless ``{"data", "target"}`` batches of the cases' windows; outside -> 0.
+    def _batches(
+        self, cases: list[str], seed: int, prefix_stages: int | None
+    ) -> Iterator[dict]:
+        """Endless ``{"data", "target"}`` batches of the cases' windows: ``data`` their
+        cached features (of the encoder's first ``prefix_stages`` stages, or the whole
+        encoder's) as ``EncodedImages``, ``target`` ``B x 1 x H x W`` labels (outside -> 0).
 
         ``seed`` is the fold's, rank's and starting epoch's: ranks draw different
         batches, and a resumed run does not repeat the first epochs' batches.
         """
+        patch_size = tuple(self.configuration_manager.patch_size)
         rows = self.cache.rows_for_cases(cases)
         foreground = rows[self.cache.index[rows, 4] > 0]
         uniform_count = round(
@@ -96,8 +93,6 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
             batch = np.concatenate(parts)
             target = self.cache.labels(batch)
             target[target == OUTSIDE_LABEL] = 0
-            yield {"data": self.cache.embeddings(batch), "target": target}
-
-    def on_train_end(self) -> None:
-        super().on_train_end()
-        self.sam_network.cached_input = None
+            features = self.cache.embeddings(batch)
+            data = EncodedImages(features, patch_size, prefix_stages)
+            yield {"data": data, "target": target}

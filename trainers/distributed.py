@@ -3,16 +3,17 @@
 nnU-Net's own DDP (``nnUNetv2_train -num_gpus``) starts its workers with ``mp.spawn`` on one
 node, and its trainer takes the device from the global rank (``cuda:RANK``, which does not
 exist on a second node) and wraps the network with ``device_ids=[RANK]`` (which DDP
-refuses for a CPU module). ``distributed_variant`` fixes exactly that in a subclass of the
-same name, so results folders, checkpoints and nnU-Net's trainer lookup are unchanged:
+refuses for a CPU module). ``DistributedTrainerMixin`` fixes exactly that, in a subclass
+of the same name (``samnet.trainers.variants.training_variant``), so results folders,
+checkpoints and nnU-Net's trainer lookup are unchanged:
 
 - the device is ``cuda:LOCAL_RANK``, or the CPU (gloo) where training runs on CPUs;
 - DDP with ``static_graph``: only parameters that train are synchronised, and trainable
   ones a step does not use (SAM's IoU head beside a class head) raise no error;
 - each rank draws its batches from its own seed (fold, rank and epoch);
-- only rank 0 writes files (nnU-Net already keeps checkpoints, logs and plots to rank 0;
-  its copies of ``plans.json``, ``dataset.json`` and the fingerprint are kept to
-  rank 0 here).
+- only rank 0 writes files (nnU-Net already keeps checkpoints, logs, plots and
+  ``debug.json`` to rank 0; its copies of ``plans.json``, ``dataset.json`` and the
+  fingerprint are kept to rank 0 here).
 
 The rest is nnU-Net's: the global batch split over the ranks, Dice over the whole global
 batch, losses gathered for its log, validation cases sharded over the ranks.
@@ -24,12 +25,12 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator
-from unittest import mock
 
-import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
 import numpy as np
 import torch
 import torch.distributed as dist
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import empty_cache
 from torch.nn.parallel import DistributedDataParallel
 
 from samnet.trainers.sam_trainer import NNUNET_DEFAULT_DEVICE
@@ -91,8 +92,13 @@ def data_seed(fold: int, rank: int, epoch: int) -> int:
     )
 
 
-class DistributedTrainerMixin:
-    """Put before an nnU-Net trainer class; see the module docstring."""
+class DistributedTrainerMixin(nnUNetTrainer):
+    """nnU-Net's trainer steps under torchrun; see the module docstring.
+
+    A subclass of ``nnUNetTrainer`` that goes behind a trainer class, so that it sits
+    right above ``nnUNetTrainer`` in the MRO (``training_variant``): it changes nnU-Net's
+    own steps, and the trainer's overrides of them still run on every rank.
+    """
 
     def __init__(
         self,
@@ -137,21 +143,17 @@ class DistributedTrainerMixin:
         random.seed(seed)
         if self.local_rank == 0:
             return super().on_train_start()
-        # Every rank would write the same plans.json, dataset.json and fingerprint copy
-        # into the shared folder; this process is not rank 0, so nothing it does here
-        # is written.
-        skip = lambda *_, **__: None
-        with (
-            mock.patch.object(nnunet_trainer_module, "save_json", skip),
-            mock.patch.object(nnunet_trainer_module.shutil, "copyfile", skip),
-        ):
-            return super().on_train_start()
+        self._start_without_writing()
 
-
-def distributed_variant(trainer_class: type) -> type:
-    """``trainer_class`` with ``DistributedTrainerMixin``, under the same name."""
-    return type(
-        trainer_class.__name__,
-        (DistributedTrainerMixin, trainer_class),
-        {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__},
-    )
+    def _start_without_writing(self) -> None:
+        """nnU-Net's ``on_train_start`` on a rank other than 0: its steps less what rank 0
+        alone does (unpacking the dataset, and writing the copies of ``plans.json``,
+        ``dataset.json`` and the fingerprint, the architecture plot and ``debug.json``
+        into the folder all ranks share). The barrier is nnU-Net's: every rank waits
+        there for rank 0's unpacking."""
+        if not self.was_initialized:
+            self.initialize()
+        self.dataloader_train, self.dataloader_val = self.get_dataloaders()
+        self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        empty_cache(self.device)
+        dist.barrier()

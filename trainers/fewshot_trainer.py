@@ -16,7 +16,9 @@ or the planner's own choice when labels are tiny). What it changes in
 - training batches are support windows only, each prompted with the prototypes of a
   random half of the OTHER support slices, so a query never sees its own labels (with
   K = 1, or a class drawn on one slice only, it falls back to its own slice;
-  ``samnet.fewshot.prototypes.episode_prototypes``);
+  ``samnet.fewshot.prototypes.episode_prototypes``). A batch's ``data`` is
+  ``EncodedImages`` with those prototypes, so nnU-Net's training and validation steps
+  run unchanged;
 - the per-epoch pseudo Dice is leave-one-out on the support windows: no label beyond the
   K slices is read before nnU-Net's final validation on the fold's validation cases.
 """
@@ -38,7 +40,6 @@ from torch import nn
 from samnet.core.errors import SamnetError
 from samnet.core.layout import FEW_SHOT_SUPPORT_FILE
 from samnet.fewshot.support_set import SupportSet, encode_support, fold_support
-from samnet.models.network import CachedInput
 from samnet.models.prototype_head import PrototypeHead
 from samnet.preprocessing.cache.embedding_cache import sample_batches
 from samnet.trainers.sam_trainer import (
@@ -120,7 +121,6 @@ class nnUNetTrainerSAMFewShot(nnUNetTrainerSAM):
                 "list slices that show every label (and some background)",
             )
         network.class_head.set_support(self.support.prototypes(), len(slices))
-        network.cached_input = CachedInput(patch_size)
         self._write_support_record()
         return (
             self._episodes(EPISODE_KEEP, seed=self.fold),
@@ -128,7 +128,8 @@ class nnUNetTrainerSAMFewShot(nnUNetTrainerSAM):
         )
 
     def _episodes(self, keep: float, seed: int) -> Iterator[dict]:
-        """Endless batches of support windows with prototypes from other support slices."""
+        """Endless batches of support windows with prototypes from other support slices
+        (``SupportSet.episode``)."""
         generator = torch.Generator().manual_seed(seed)
         rows = np.arange(len(self.support))
         for batch in sample_batches(rows, self.batch_size, seed):
@@ -149,15 +150,3 @@ class nnUNetTrainerSAMFewShot(nnUNetTrainerSAM):
             Path(self.output_folder, FEW_SHOT_SUPPORT_FILE).write_text(
                 json.dumps(record, indent=1)
             )
-
-    def train_step(self, batch: dict) -> dict:
-        with self.sam_network.class_head.episode(batch["prototypes"].to(self.device)):
-            return super().train_step(batch)
-
-    def validation_step(self, batch: dict) -> dict:
-        with self.sam_network.class_head.episode(batch["prototypes"].to(self.device)):
-            return super().validation_step(batch)
-
-    def on_train_end(self) -> None:
-        super().on_train_end()
-        self.sam_network.cached_input = None

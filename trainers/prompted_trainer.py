@@ -5,7 +5,8 @@ For plans with ``prompts`` (``samnet_plan --prompts box|point|box,point``; Gu et
 
 - every training and validation batch is prompted: for each window, one prompt per class
   present in its reference, of a kind the plan allows, simulated as an annotator gives it
-  (``samnet.prompting.simulated.simulate_prompts``). The network turns them into class logits
+  (``samnet.prompting.simulated.simulate_prompts``). The prompts travel with the cached
+  features in the batch's ``EncodedImages``, and the network turns them into class logits
   (``SamSegmentationNetwork.decode_class_prompts``: a prompted class's mask logit against
   background's 0), so nnU-Net's Dice + CE loss and pseudo Dice apply unchanged;
 - the final validation prompts each validation case slice by slice from its reference
@@ -13,17 +14,16 @@ For plans with ``prompts`` (``samnet_plan --prompts box|point|box,point``; Gu et
   nnU-Net's ``export_prediction_from_logits`` and ``compute_metrics_on_folder``, like
   every other method's. Reports mark these scores: the prompts came from the reference.
 
-One process only for now: prompts go through the network outside DDP's forward.
+One process only for now: which prompt encoder parameters a step uses depends on its
+prompts (boxes or clicks), and the trainers' DDP runs with a static graph.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from tqdm import tqdm
@@ -67,35 +67,28 @@ class nnUNetTrainerSAMPrompted(nnUNetTrainerSAMCached):
     def classes(self) -> list[int]:
         return list(self.label_manager.foreground_labels)
 
-    @contextlib.contextmanager
-    def prompted_by(self, target: torch.Tensor) -> Iterator[None]:
-        """The network follows prompts simulated from ``target`` (``B x 1 x H x W``)."""
-        network = self.sam_network
-        references = np.asarray(target[:, 0])
-        network.class_prompts = [
+    def prompted(self, batch: dict) -> dict:
+        """``batch`` whose ``EncodedImages`` carry prompts simulated from its ``target``
+        (``B x 1 x H x W``): the network follows them instead of its prompt-free head."""
+        references = np.asarray(batch["target"][:, 0])
+        prompts = [
             simulate_prompts(
                 reference, self.classes, self.sam_plan.prompts, self.prompt_generator
             )
             for reference in references
         ]
-        try:
-            yield
-        finally:
-            network.class_prompts = None
+        return {**batch, "data": dataclasses.replace(batch["data"], prompts=prompts)}
 
     def train_step(self, batch: dict) -> dict:
-        with self.prompted_by(batch["target"]):
-            return super().train_step(batch)
+        return super().train_step(self.prompted(batch))
 
     def validation_step(self, batch: dict) -> dict:
-        with self.prompted_by(batch["target"]):
-            return super().validation_step(batch)
+        return super().validation_step(self.prompted(batch))
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         """Every validation case prompted from its reference, exported and scored as nnU-Net
         scores every method (``validation/summary.json``)."""
         network = self.sam_network.eval()
-        network.cached_input = None
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
         _, keys = self.do_split()

@@ -10,8 +10,9 @@ overrides:
 - ``configure_optimizers``: AdamW over the trained parameters, warm-up then decay;
 - ``save_checkpoint``: only what trains plus the base weights' sha256, written atomically.
 
-Use it from nnU-Net's CLI after ``samnet.trainers.nnunet_lookup.register()`` (samnet's
-commands do it) or with ``nnUNet_extTrainer`` pointing at ``samnet/trainers/nnunet_lookup``::
+samnet's commands find it through ``samnet.core.paths.register_trainers`` (which adds
+``trainers/nnunet_lookup`` to ``nnUNet_extTrainer``); nnU-Net's own CLI finds it with
+``nnUNet_extTrainer`` pointing at that folder::
 
     nnUNetv2_train Dataset004_Hippocampus sam_2d 0 -p samnetPlans -tr nnUNetTrainerSAM
 """

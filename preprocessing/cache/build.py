@@ -36,6 +36,7 @@ from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError
 from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
 from samnet.models.checkpoint_files import BaseWeights
+from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.network import SamSegmentationNetwork
 from samnet.preprocessing.cache.embedding_cache import (
@@ -46,7 +47,6 @@ from samnet.preprocessing.cache.embedding_cache import (
     CacheKey,
     EmbeddingCache,
 )
-from samnet.preprocessing.cache.encoder_prefix import split_image_encoder
 
 
 def module_sha256(modules: Iterable[nn.Module]) -> str:

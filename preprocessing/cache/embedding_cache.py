@@ -7,7 +7,7 @@ of each preprocessed case (``C x Z x H x W``; Z = 1 for 2D data), zero-padded to
 the patch size (``pad_nd_image``) and cut at ``compute_steps_for_sliding_window``'s
 positions with tile step 0.5, so training and inference see the same inputs.
 "prefix_cached" stores the output of the encoder's frozen leading stages instead
-(``samnet.preprocessing.cache.encoder_prefix``).
+(``samnet.models.encoder_prefix``).
 
 Layout of ``nnUNet_preprocessed/<Dataset>/samnet_cache/<key>/`` (``<key>``: a hash of
 ``CacheKey``, everything that changes a cached value):

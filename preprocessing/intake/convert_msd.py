@@ -7,7 +7,6 @@ written as integers with their original geometry.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from samnet.core.atomic import atomic_folder
-from samnet.core.errors import SamnetError, cli_entry
+from samnet.core.errors import SamnetError
 from samnet.core.paths import configure_environment
 from samnet.preprocessing.intake.image_io import read_errors_named
 from samnet.preprocessing.intake.raw_dataset import (
@@ -134,6 +133,7 @@ def read_msd_task(folder: Path) -> MsdTask:
 
 def write_channels(image: Path, output_folder: Path, num_channels: int) -> None:
     """Write ``{case}_XXXX.nii.gz``, one file per channel of a 3D or 4D image."""
+    # nnunetv2 reads nnUNet_* at import: convert_msd ran configure_environment() first
     from nnunetv2.dataset_conversion.convert_MSD_dataset import split_4d_nifti
 
     header = sitk.ImageFileReader()
@@ -196,32 +196,3 @@ def convert_msd(
         f"channels {', '.join(task.channel_names)}, labels {', '.join(task.labels)}"
     )
     return target
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="samnet_convert_msd",
-        description="Convert a Medical Segmentation Decathlon task folder (TaskNN_Name) into an nnU-Net "
-        "raw dataset nnUNet_raw/DatasetNNN_Name.",
-    )
-    parser.add_argument(
-        "task_folder", type=Path, help="extracted MSD task, e.g. Task04_Hippocampus"
-    )
-    parser.add_argument(
-        "--id",
-        type=int,
-        dest="dataset_id",
-        help="nnU-Net dataset id (default: the task number)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing dataset of the same name",
-    )
-    args = parser.parse_args(argv)
-    convert_msd(args.task_folder, args.dataset_id, args.overwrite)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

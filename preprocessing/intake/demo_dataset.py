@@ -7,14 +7,11 @@ with Rician-like noise and a smooth multiplicative bias field.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from samnet.core.atomic import atomic_folder
-from samnet.core.errors import cli_entry
 from samnet.preprocessing.intake.raw_dataset import (
     raw_dataset_target,
     write_dataset_json,
@@ -103,41 +100,3 @@ def write_demo_dataset(
         labels = {"background": 0, "part_a": 1, "part_b": 2}
         write_dataset_json(folder, ["MRI"], labels, num_training, ".nii.gz", metadata)
     return str(target)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--id", type=int, default=DEMO_ID, help=f"dataset id (default {DEMO_ID})"
-    )
-    parser.add_argument("--num-training", type=int, default=20)
-    parser.add_argument(
-        "--num-test", type=int, default=4, help="unlabelled images written to imagesTs"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    existing = parser.add_mutually_exclusive_group()
-    existing.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing dataset with this id",
-    )
-    existing.add_argument(
-        "--exist-ok",
-        action="store_true",
-        help="keep an existing dataset with this id and stop",
-    )
-    args = parser.parse_args(argv)
-    target = raw_dataset_target(args.id, DEMO_NAME)
-    if args.exist_ok and target.exists():
-        print(f"kept {target} (exists)")
-        return 0
-    path = write_demo_dataset(
-        args.id, args.num_training, args.num_test, args.seed, args.overwrite
-    )
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

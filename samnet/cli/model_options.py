@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from samnet.cli.options import add_device_argument
 from samnet.core.layout import FINAL_CHECKPOINT
 from samnet.core.paths import configure_environment
 from samnet.inference.run import Options
@@ -30,7 +31,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="folds to average (default: every fold with a final checkpoint)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_argument(parser)
     parser.add_argument(
         "--checkpoint",
         default=FINAL_CHECKPOINT,
@@ -48,9 +49,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def selection_and_options(args: argparse.Namespace) -> tuple[Path, Selection, Options]:
     """The trained dataset folder, the models and the options the command line asks for."""
-    from samnet.pipeline.train_fold import resolve_device
-
     configure_environment()
+    # torch is heavy: imported here, not at the top, to keep --help fast
+    from samnet.core.devices import resolve_device
+
     dataset = find_trained_dataset(args.dataset)
     selection = select_models(dataset, args.model, args.folds, args.checkpoint)
     options = Options(

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from samnet.cli.model_options import add_model_arguments, selection_and_options
+from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError, cli_entry
 from samnet.core.layout import PREDICTION_RECORD
 from samnet.inference.file_formats import cases_in_folder
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "model trained with --prompts; see the README",
     )
     args = parser.parse_args(argv)
-    from samnet.core.atomic import atomic_folder
+    # torch: here, not at the top, keeps --help fast
     from samnet.inference.interactive import is_prompted, predict_with_prompts
 
     _, selection, options = selection_and_options(args)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 
+from samnet.cli.options import add_device_argument, positive_int
 from samnet.core.errors import cli_entry
 from samnet.core.methods import Budget, Method
-from samnet.pipeline.plan_and_train import positive_int
+from samnet.core.paths import configure_environment
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +43,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         required=True,
         help="the global batch: split over the processes under torchrun",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_argument(parser)
     parser.add_argument(
         "--npz", action="store_true", help="keep validation probabilities"
     )
@@ -62,29 +63,16 @@ def budget_of(args: argparse.Namespace) -> Budget:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
-    from samnet.core.paths import configure_environment
-
     configure_environment()
-    import torch.distributed as dist
+    # nnunetv2 (under samnet.pipeline) reads nnUNet_* at import: configure_environment() first
+    from samnet.pipeline.launchers import FoldRun, train_in_process_group
 
-    from samnet.pipeline.train_fold import resolve_device, train_fold
-    from samnet.trainers.distributed import join_process_group
-
-    device = resolve_device(args.device)
-    distributed = join_process_group(device)
-    try:
-        train_fold(
-            args.dataset,
-            Method(args.trainer, args.plans, args.configuration),
-            args.fold,
-            budget_of(args),
-            device,
-            overwrite=args.overwrite,
-            save_probabilities=args.npz,
-        )
-    finally:
-        if distributed:
-            dist.destroy_process_group()
+    run = FoldRun(
+        Method(args.trainer, args.plans, args.configuration),
+        args.fold,
+        budget_of(args),
+    )
+    train_in_process_group(args.dataset, run, args.device, args.npz, args.overwrite)
     return 0
 
 

@@ -33,7 +33,7 @@ def configure_environment() -> dict[str, Path]:
 
     Says once, on stderr, which defaults it chose.
     """
-    # Imported here so that importing this module stays light (no torch).
+    # imports torch: kept out of this module's import, which commands do before --help
     from samnet.core.cpu_numerics import flush_denormals
 
     global _announced
@@ -66,7 +66,12 @@ def trainer_lookup_folder() -> Path:
 
 
 def register_trainers() -> None:
-    """Add samnet's trainer folder to ``nnUNet_extTrainer`` (read by nnU-Net at each lookup)."""
+    """Add samnet's trainer folder to ``nnUNet_extTrainer``.
+
+    nnU-Net (from 2.8.0) searches these folders for a ``-tr`` trainer it does not ship, at
+    each lookup, for training and prediction alike
+    (``nnunetv2.utilities.find_objects.recursive_find_trainer_class_by_name``).
+    """
     folder = str(trainer_lookup_folder())
     paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
     if folder not in paths:

@@ -18,13 +18,17 @@ from typing import Any
 
 from samnet.core.errors import SamnetError
 
-# How the image encoder takes part in training.
+# How the image encoder takes part in training, most capable first: the planner's order
+# of preference (Gu et al. 2024: PEFT inside the encoder is best), cheapest last.
 # trained: every step runs the encoder (PEFT inside it trains, or it is frozen but not cached);
-# cached: the encoder is frozen, its image embeddings are computed once per slice and read
-#   from an on-disk cache, only the decoder side trains (Xie et al. 2024);
 # prefix_cached: the encoder's frozen leading stages are cached, the adapted last stage(s)
-#   and the decoder train (PEFT in encoder and decoder, Gu et al. 2024, affordable on CPU).
-ENCODER_MODES = ("trained", "cached", "prefix_cached")
+#   and the decoder train (PEFT in encoder and decoder, Gu et al. 2024, affordable on CPU);
+# cached: the encoder is frozen, its image embeddings are computed once per slice and read
+#   from an on-disk cache, only the decoder side trains (Xie et al. 2024).
+ENCODER_MODES = ("trained", "prefix_cached", "cached")
+# What a user may ask the planner to fine-tune (--peft): LoRA or adapters in encoder and
+# decoder, every weight of both, or the decoder alone (samnet.planners.modes).
+PEFT_CHOICES = ("lora", "adapter", "full", "decoder")
 SCHEDULES = ("cosine", "poly")
 # What a prompted model can be trained to follow (samnet.prompting.simulated.simulate_prompts).
 PROMPT_KINDS = ("box", "point")

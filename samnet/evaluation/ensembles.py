@@ -62,6 +62,7 @@ def evaluate_ensemble(
     sources = {"members": members, "folds": folds}
     if is_up_to_date(ensemble_folder, sources, member_folders):
         return ensemble_folder / "summary.json"
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
     from nnunetv2.configuration import default_num_processes
     from nnunetv2.ensembling.ensemble import ensemble_crossvalidations
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder

@@ -22,6 +22,7 @@ def figure_file(
     The default style is forced because nnU-Net's training log restyles matplotlib globally
     (seaborn, large fonts) in the process that trained, where this report is often drawn.
     """
+    # heavy: keeps samnet_compare --help fast; Agg (no display) is chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,6 +81,7 @@ def plot_training_curves(report: dict, path: Path) -> None:
 
 def draw_training_curves(loss_axis: Axes, dice_axis: Axes, report: dict) -> None:
     """Every logged fold of every method as lines; a method's folds share its colour."""
+    # heavy: keeps samnet_compare --help fast
     from matplotlib import rcParams
     from matplotlib.ticker import MaxNLocator
 

@@ -84,6 +84,7 @@ def determine_best_postprocessing(
     reason = missing_inputs(gt_folder, segmentation_folders, file_ending)
     if reason:
         return {"configuration": selection["best"], "file": None, "reason": reason}
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
     from nnunetv2.postprocessing.remove_connected_components import (
         determine_postprocessing,
     )

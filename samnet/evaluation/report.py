@@ -1,4 +1,4 @@
-"""``samnet_compare``: the comparison report of every method trained on a dataset.
+"""The comparison report of every method trained on a dataset (``samnet_compare``).
 
 Reads nnU-Net's own ``fold_k/validation/summary.json`` files, so every method is scored by
 the same ``compute_metrics_on_folder``, and writes ``nnUNet_results/<Dataset>/samnet_report/``:
@@ -13,16 +13,14 @@ the same ``compute_metrics_on_folder``, and writes ``nnUNet_results/<Dataset>/sa
 
 from __future__ import annotations
 
-import argparse
 import json
 from functools import reduce
 from pathlib import Path
 
 from samnet.core.atomic import atomic_folder
-from samnet.core.datasets import find_raw_dataset
-from samnet.core.errors import SamnetError, cli_entry
+from samnet.core.errors import SamnetError
 from samnet.core.layout import BOXPLOT_FILE, CURVES_FILE, REPORT_FOLDER
-from samnet.core.paths import results_folder
+from samnet.core.paths import raw_folder, results_folder
 from samnet.evaluation.compare import compare_to_baselines, select_best_configuration
 from samnet.evaluation.document import report_sections
 from samnet.evaluation.ensembles import build_ensembles
@@ -69,7 +67,7 @@ def folds_of_every_method(methods: dict[str, dict]) -> list[int]:
 def build_report(dataset_name: str) -> dict:
     """Collect, test and rank every validated method and ensemble of the dataset."""
     dataset_json = json.loads(
-        (find_raw_dataset(dataset_name) / "dataset.json").read_text()
+        (raw_folder() / dataset_name / "dataset.json").read_text()
     )
     label_names = {str(v): k for k, v in dataset_json["labels"].items() if v != 0}
     labels = sorted(label_names, key=int)
@@ -114,21 +112,3 @@ def write_report(dataset_name: str) -> Path:
         (temporary / "report.md").write_text(markdown(dataset_name, sections))
         (temporary / "report.html").write_text(html(dataset_name, sections, temporary))
     return folder
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Write the comparison report of every method trained on a dataset."
-    )
-    parser.add_argument("dataset", help="DatasetNNN, its full name, or its id")
-    args = parser.parse_args(argv)
-    dataset_name = find_raw_dataset(args.dataset).name
-    folder = write_report(dataset_name)
-    print((folder / "report.md").read_text())
-    print(f"report written to {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -89,12 +89,12 @@ def read_training_curves(fold_folder: Path) -> dict[str, list[float]] | None:
 
     None when the fold has no checkpoint, or only one that cannot be read (torn by a kill).
     """
+    import torch  # heavy: keeps samnet_compare --help fast
+
     for name in CHECKPOINTS:
         path = fold_folder / name
         if not path.exists():
             continue
-        import torch
-
         try:
             # Memory-mapped: only the small log is read, not a large SAM's weights.
             checkpoint = torch.load(

@@ -94,7 +94,7 @@ def paired_wilcoxon(first: list[float | None], second: list[float | None]) -> di
     elif not differences.any():
         result["reason"] = "all differences are zero"
     else:
-        from scipy.stats import wilcoxon
+        from scipy.stats import wilcoxon  # heavy: keeps samnet_compare --help fast
 
         p = float(wilcoxon(differences).pvalue)
         result.update(p=p, significant=p < SIGNIFICANCE_LEVEL)

@@ -29,7 +29,7 @@ from samnet.fewshot.support_selection import (
     resolve_support,
     select_support,
 )
-from samnet.models.network import SamSegmentationNetwork
+from samnet.models.network import EncodedImages, SamSegmentationNetwork
 from samnet.preprocessing.cache.build import slice_windows
 
 ENCODER_BATCH = 8
@@ -68,12 +68,13 @@ class SupportSet:
 
     def episode(
         self, rows: np.ndarray, keep: float, generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        """A batch of windows ``rows`` as nnU-Net's trainer takes it, plus prototypes.
+    ) -> dict[str, EncodedImages | torch.Tensor]:
+        """A batch of windows ``rows`` as nnU-Net's trainer takes it.
 
-        ``data`` ``B x D x h x w`` embeddings, ``target`` ``B x 1 x H x W`` (outside -> 0,
-        as nnU-Net's training does), ``prototypes`` ``B x K x D`` from support slices other
-        than each window's own (``episode_prototypes`` with ``keep``).
+        ``data``: ``EncodedImages`` of the ``B x D x h x w`` embeddings with ``B x K x D``
+        prototypes from support slices other than each window's own
+        (``episode_prototypes`` with ``keep``); ``target`` ``B x 1 x H x W`` (outside -> 0,
+        as nnU-Net's training does).
         """
         rows = torch.as_tensor(rows, dtype=torch.long)
         target = self.labels[rows].clone()
@@ -85,11 +86,9 @@ class SupportSet:
             keep,
             generator,
         )
-        return {
-            "data": self.embeddings[rows],
-            "target": target,
-            "prototypes": prototypes,
-        }
+        output_size = tuple(self.labels.shape[-2:])
+        data = EncodedImages(self.embeddings[rows], output_size, prototypes=prototypes)
+        return {"data": data, "target": target}
 
     def class_area(self) -> torch.Tensor:
         """``K``: embedding cells of each class over the whole support set."""

@@ -5,6 +5,5 @@
 - ``file_formats``: the cases of an input folder, their conversion into the training data's
   format, and the segmentations written back in each input's format and geometry;
 - ``run``: nnU-Net's predictor per model, ensembling, postprocessing: ``predict_cases``;
-- ``shared_encoder``: one pass of a frozen SAM encoder for all the folds of a model;
-- ``cli``: the command-line options the commands share.
+- ``interactive``: a model trained with prompts segments from an annotator's boxes and clicks.
 """

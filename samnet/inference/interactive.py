@@ -26,10 +26,10 @@ from samnet.core.layout import FINAL_CHECKPOINT
 from samnet.core.methods import PROMPTED_TRAINER, Method
 from samnet.inference.run import Options
 from samnet.inference.selection import Member, Selection
+from samnet.models.object_prompt import ObjectPrompt
 from samnet.models.shared_encoder import FoldMeanNetwork, fold_mean_network
 from samnet.prompting.prompted_sam import volume_class_logits
 from samnet.prompting.prompts_file import SlicePrompt, load_prompts
-from samnet.prompting.simulated import ObjectPrompt
 
 
 @dataclass
@@ -51,6 +51,7 @@ def load_prompted_model(
 ) -> PromptedModel:
     """The folds of a ``nnUNetTrainerSAMPrompted`` results folder, built by nnU-Net's
     predictor and sharing their frozen encoder."""
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False)
@@ -142,6 +143,7 @@ def segment_with_prompts(
 ) -> Path:
     """Segment one case (its channel files) from ``prompts``; writes
     ``output_truncated + file ending`` in the input's geometry and returns it."""
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
     preprocessor = model.configuration_manager.preprocessor_class(verbose=False)

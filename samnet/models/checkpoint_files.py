@@ -14,18 +14,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from segment_anything.modeling import Sam
 from torch import nn
 
 from samnet.core.errors import SamnetError
 from samnet.core.layout import IDENTITY_SUFFIX
-
-if TYPE_CHECKING:
-    from segment_anything.modeling import Sam
-
-    from samnet.models.backbones import BackboneSpec
+from samnet.models.backbone_spec import BackboneSpec
 
 CHECKPOINT_DIRS_VARIABLE = "SAMNET_CHECKPOINTS"
 # What samnet_pretrain writes beside a base checkpoint it made: ``WEIGHTS<suffix>``.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,14 @@ from torch import nn
 from samnet.core.errors import SamnetError
 from samnet.models.backbones import BaseWeights, build_sam, get_backbone
 from samnet.models.class_head import ClassHead
+from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.input_adapter import InputAdapter
+from samnet.models.object_prompt import ObjectPrompt, prompt_groups
 from samnet.models.trained_checkpoint import trained_state
-from samnet.prompting.simulated import ObjectPrompt
 
-# The logit of a class nobody prompted on an image, in prompted mode: far below background's 0.
+# The logit of a class nobody prompted on an image (``decode_class_prompts``): far below
+# background's 0.
 UNPROMPTED_LOGIT = -20.0
 # State-dict key of the base weights' sha256 (32 bytes; empty for random weights): a
 # trained-only state names the weights it must be loaded on top of.
@@ -28,25 +30,63 @@ BASE_SHA256_KEY = "base_weights_sha256"
 
 
 @dataclass(frozen=True)
-class CachedInput:
-    """What ``forward`` takes while training from an embedding cache.
+class EncodedImages:
+    """Images whose frozen encoder output is already computed: what ``forward`` takes,
+    instead of images, in the batches of cached, few-shot and prompted training.
+
+    The batch says what to decode, so the network holds no mode: the same network
+    (and its DDP or torch.compile wrapper) decodes images, cached features and prompted
+    batches, whichever it is given.
 
     Attributes:
-      output_size: H x W of the logits (the cached windows' patch size).
-      rest: the encoder part after the cached prefix (``B x ...`` prefix output ->
-        ``B x D x h x w``), or None when the cache holds the image embeddings.
+      features: ``B x D x h x w`` image embeddings (the embedding cache, a few-shot
+        support set); with ``prefix_stages`` k, the output of the image encoder's first
+        k stages instead (``split_image_encoder``'s prefix: ``B x C' x h' x w'`` for
+        TinyViT, ``B x h x w x C'`` for SAM's ViT), which the network's remaining stages
+        turn into embeddings.
+      output_size: H x W of the logits: the size of the images that were encoded.
+      prefix_stages: see ``features``; None when they are the image embeddings.
+      prompts: image b's objects, at most one per class, in ``prompts[b]``: the logits
+        follow them (``decode_class_prompts``). None: the prompt-free head.
+      prototypes: ``B x K x D`` class prototypes, image b queried with
+        ``prototypes[b]`` (a ``PrototypeHead``'s training episodes). None: the head's
+        own (stored support prototypes, or learned class tokens).
     """
 
+    features: torch.Tensor
     output_size: tuple[int, int]
-    rest: nn.Module | None = None
+    prefix_stages: int | None = None
+    prompts: list[list[ObjectPrompt]] | None = None
+    prototypes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompts is not None and self.prototypes is not None:
+            raise ValueError(
+                "prompted decoding (prompts) and prototype queries (prototypes) are "
+                "two heads: give one of them"
+            )
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> EncodedImages:
+        """The same batch with its tensors on ``device``: nnU-Net's train and validation
+        steps move a batch's ``data`` this way."""
+        return replace(
+            self,
+            features=self.features.to(device, non_blocking=non_blocking),
+            prototypes=None
+            if self.prototypes is None
+            else self.prototypes.to(device, non_blocking=non_blocking),
+        )
 
 
 class SamSegmentationNetwork(nn.Module):
     """Prompt-free multi-class SAM, usable wherever nnU-Net expects a network.
 
-    ``forward`` = ``decode(encode(x))``; the split lets a frozen encoder's output be cached.
+    ``forward(images)`` = ``decode(encode(images))``, the prompt-free path nnU-Net's
+    predictor and validation call; the split lets a frozen encoder's output be cached, and
+    ``forward(EncodedImages(...))`` decodes such cached features (``decode_encoded``).
     ``forward_prompted`` runs SAM's own prompted path (boxes and/or points) for zero-shot
-    use and as a baseline.
+    use and as a baseline; ``decode_class_prompts`` turns one prompt per class into class
+    logits (prompted training).
 
     Arguments:
       sam: a SAM model (image encoder, prompt encoder, mask decoder), e.g. from
@@ -81,10 +121,6 @@ class SamSegmentationNetwork(nn.Module):
         self.sam = sam
         self.class_head = head(sam.mask_decoder, num_classes)
         self.base_weights = base_weights
-        self.cached_input: CachedInput | None = None
-        # While set (one list per image of the batch), ``forward`` follows these prompts
-        # (``decode_class_prompts``) instead of the prompt-free head: prompted training.
-        self.class_prompts: list[list[ObjectPrompt]] | None = None
         # A FastEncoder copy of the frozen encoder for CPU inference and the fingerprint of
         # the weights it was made from; a tuple, so nn.Module does not register it (it is
         # not part of the state).
@@ -136,32 +172,55 @@ class SamSegmentationNetwork(nn.Module):
         return super().train(mode)
 
     def decode(
-        self, image_embeddings: torch.Tensor, output_size: tuple[int, int]
+        self,
+        image_embeddings: torch.Tensor,
+        output_size: tuple[int, int],
+        prototypes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Image embeddings ``B x D x h x w`` -> class logits ``B x K x H x W`` (``output_size``)."""
-        logits = self.class_head(
+        """Image embeddings ``B x D x h x w`` -> class logits ``B x K x H x W`` (``output_size``).
+
+        ``prototypes`` ``B x K x D``: a ``PrototypeHead`` queries image b with
+        ``prototypes[b]`` instead of its stored support prototypes (see ``EncodedImages``).
+        """
+        head_inputs = (
             self.sam.mask_decoder,
             image_embeddings,
             self.embedding_positions(image_embeddings),
             self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1),
         )
+        if prototypes is None:
+            logits = self.class_head(*head_inputs)
+        else:
+            logits = self.class_head(*head_inputs, prototypes=prototypes)
         return F.interpolate(
             logits, size=output_size, mode="bilinear", align_corners=False
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``B x C x H x W`` -> logits ``B x K x H x W``; while ``cached_input`` is
-        set, cached encoder outputs (see ``CachedInput``) -> logits of its output size;
-        while ``class_prompts`` is set, by the prompted path (``decode_class_prompts``)."""
-        if self.cached_input is None:
-            embeddings, size = self.encode(x), tuple(x.shape[-2:])
-        else:
-            rest = self.cached_input.rest
-            embeddings = x if rest is None else rest(x)
-            size = self.cached_input.output_size
-        if self.class_prompts is not None:
-            return self.decode_class_prompts(embeddings, size, self.class_prompts)
-        return self.decode(embeddings, size)
+    def forward(self, x: torch.Tensor | EncodedImages) -> torch.Tensor:
+        """Class logits ``B x K x H x W``.
+
+        Images ``B x C x H x W`` go through the encoder and the prompt-free head (what
+        nnU-Net's predictor and validation call); ``EncodedImages`` go to
+        ``decode_encoded``: the batches of the cached, few-shot and prompted trainers,
+        which nnU-Net's training and validation steps pass here as they pass images.
+        """
+        if isinstance(x, EncodedImages):
+            return self.decode_encoded(x)
+        return self.decode(self.encode(x), tuple(x.shape[-2:]))
+
+    def decode_encoded(self, encoded: EncodedImages) -> torch.Tensor:
+        """Class logits ``B x K x H x W`` (H x W ``encoded.output_size``) of images whose
+        encoder output (or its frozen prefix's) is given: the encoder's remaining stages
+        run first, then the prompted path or the head, as ``encoded`` says."""
+        embeddings = encoded.features
+        if encoded.prefix_stages is not None:
+            _, rest = split_image_encoder(self.sam.image_encoder, encoded.prefix_stages)
+            embeddings = rest(embeddings)
+        if encoded.prompts is not None:
+            return self.decode_class_prompts(
+                embeddings, encoded.output_size, encoded.prompts
+            )
+        return self.decode(embeddings, encoded.output_size, encoded.prototypes)
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What training changed (``trained_state``, detached copies) plus the base sha256."""
@@ -286,26 +345,6 @@ class SamSegmentationNetwork(nn.Module):
                 )
                 logits[index, labels] = masks[:, 0]
         return logits
-
-
-def prompt_groups(
-    objects: list[ObjectPrompt], device: torch.device
-) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
-    """One image's objects as ``decode_prompted`` takes them: the boxed ones together,
-    the clicked ones together; each group with its objects' labels."""
-    groups = []
-    boxed = [o for o in objects if o.box is not None]
-    if boxed:
-        boxes = torch.tensor([o.box for o in boxed], device=device)
-        groups.append(([o.label for o in boxed], {"boxes": boxes}))
-    clicked = [o for o in objects if o.points is not None]
-    if clicked:
-        points = torch.tensor([o.points for o in clicked], device=device)
-        labels = torch.tensor([o.point_labels for o in clicked], device=device)
-        groups.append(
-            ([o.label for o in clicked], {"points": points, "point_labels": labels})
-        )
-    return groups
 
 
 def build_network(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from segment_anything.modeling import MaskDecoder
 from torch import nn
@@ -49,9 +46,9 @@ class PrototypeHead(nn.Module):
     posterior hippocampus). Both start at zero: at step 0 every token is SAM's mask token.
 
     Prototypes come from ``support_prototypes`` (a buffer set by ``set_support`` and saved
-    in the trained state, so inference needs no prompts), or, inside ``episode(...)``,
-    from per-image prototypes (training episodes, where each query gets prototypes that
-    do not contain its own labels).
+    in the trained state, so inference needs no prompts), or are given per image to
+    ``forward`` (training episodes, where each query gets prototypes that do not contain
+    its own labels).
     """
 
     def __init__(self, decoder: MaskDecoder, num_classes: int) -> None:
@@ -64,7 +61,6 @@ class PrototypeHead(nn.Module):
         self.register_buffer("support_prototypes", torch.zeros(num_classes, dim))
         # How many support slices the stored prototypes were pooled from (0: none yet).
         self.register_buffer("support_slices", torch.zeros((), dtype=torch.long))
-        self._episode: torch.Tensor | None = None
 
     def set_support(self, prototypes: torch.Tensor, slices: int) -> None:
         """Store the ``K x D`` prototypes of ``slices`` support slices for inference."""
@@ -76,24 +72,18 @@ class PrototypeHead(nn.Module):
         self.support_prototypes.copy_(prototypes)
         self.support_slices.fill_(slices)
 
-    @contextmanager
-    def episode(self, prototypes: torch.Tensor) -> Iterator[None]:
-        """Within the block, image b is queried with ``prototypes[b]`` (``B x K x D``)."""
-        self._episode = prototypes
-        try:
-            yield
-        finally:
-            self._episode = None
-
-    def prototypes(self, batch: int) -> torch.Tensor:
-        """``B x K x D``: the episode's, or the stored support prototypes for every image."""
-        if self._episode is not None:
-            if self._episode.shape[:2] != (batch, self.num_classes):
+    def prototypes(
+        self, batch: int, episode: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``B x K x D``: ``episode``'s (checked), or the stored support prototypes for
+        every image."""
+        if episode is not None:
+            if episode.shape[:2] != (batch, self.num_classes):
                 raise ValueError(
-                    f"episode prototypes of shape {tuple(self._episode.shape)} for "
+                    f"episode prototypes of shape {tuple(episode.shape)} for "
                     f"{batch} images and {self.num_classes} classes"
                 )
-            return self._episode
+            return episode
         if int(self.support_slices) == 0:
             raise SamnetError(
                 None,
@@ -109,6 +99,7 @@ class PrototypeHead(nn.Module):
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         dense_embedding: torch.Tensor,
+        prototypes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class logits at 4x the embedding resolution.
 
@@ -118,11 +109,13 @@ class PrototypeHead(nn.Module):
           image_embeddings: ``B x D x h x w`` from the image encoder.
           image_pe: ``1 x D x h x w`` positional encoding of the embedding grid.
           dense_embedding: ``1 x D x 1 x 1`` SAM's "no mask" dense prompt embedding.
+          prototypes: ``B x K x D``, image b queried with ``prototypes[b]`` (a training
+            episode); None: the stored support prototypes for every image.
 
         Returns:
           ``B x K x 4h x 4w`` logits, one map per prototype (class).
         """
-        prototypes = self.prototypes(len(image_embeddings))
+        prototypes = self.prototypes(len(image_embeddings), prototypes)
         tokens = (
             self.mask_token + self.class_embeddings + self.prompt_projection(prototypes)
         )

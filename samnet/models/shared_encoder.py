@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from samnet.models.network import BASE_SHA256_KEY, SamSegmentationNetwork
+from samnet.models.object_prompt import ObjectPrompt
+
+# For the annotation only: importing nnU-Net's predictor takes seconds.
+if TYPE_CHECKING:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 # State-dict prefixes of what runs before the image embeddings.
 ENCODER_PARTS = ("input_adapter.", "sam.image_encoder.")
@@ -45,9 +51,14 @@ class FoldMeanNetwork(nn.Module):
         return self.folds[0].encode(x)
 
     def decode_class_prompts(
-        self, embeddings: torch.Tensor, size: tuple[int, int], prompts: list
+        self,
+        embeddings: torch.Tensor,
+        size: tuple[int, int],
+        prompts: list[list[ObjectPrompt]],
     ) -> torch.Tensor:
-        """The folds' mean of ``SamSegmentationNetwork.decode_class_prompts``."""
+        """The folds' mean of ``SamSegmentationNetwork.decode_class_prompts``: embeddings
+        ``B x D x h x w`` of images of ``size``, ``prompts[b]`` image b's objects ->
+        class logits ``B x K x H x W``."""
         logits = [f.decode_class_prompts(embeddings, size, prompts) for f in self.folds]
         return torch.stack(logits).mean(dim=0)
 
@@ -78,7 +89,7 @@ def fold_mean_network(
     return FoldMeanNetwork(folds)
 
 
-def share_frozen_encoder(predictor) -> bool:
+def share_frozen_encoder(predictor: nnUNetPredictor) -> bool:
     """Give an initialised ``nnUNetPredictor`` of a frozen-encoder SAM one pass for all folds.
 
     Its network becomes a ``FoldMeanNetwork`` and its parameter list that network's one

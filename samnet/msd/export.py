@@ -1,4 +1,4 @@
-"""``samnet_export_msd``: a Medical Segmentation Decathlon submission that cannot be rejected for format.
+"""A Medical Segmentation Decathlon submission that cannot be rejected for format (``samnet_export_msd``).
 
     samnet_export_msd -d Dataset004_Hippocampus --task Task04_Hippocampus \\
         -i PATH/Task04_Hippocampus/imagesTs -o OUT
@@ -14,17 +14,17 @@ them all.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
-from samnet.cli.model_options import add_model_arguments, selection_and_options
+import numpy as np
+
 from samnet.core.atomic import atomic_file, atomic_folder
-from samnet.core.errors import SamnetError, cli_entry
+from samnet.core.errors import SamnetError
 from samnet.core.layout import COMBINED_SUBMISSION_ZIP, SUBMISSION_RECORD
 from samnet.inference.run import MemberRunner, Options, predict_cases, run_with_nnunet
-from samnet.inference.selection import Selection, describe, training_dataset_json
+from samnet.inference.selection import Selection
 from samnet.msd.validate import (
     NIFTI,
     TASK_NAME,
@@ -48,8 +48,7 @@ def conform(prediction: Path, image: Path, target: Path) -> None:
     Only the header is rewritten: a prediction that is not already on the image's grid
     (shape, affine within ``GRID_TOLERANCE``) is refused, never moved.
     """
-    import nibabel
-    import numpy as np
+    import nibabel  # here, not at the top, keeps --help fast
 
     loaded, reference = nibabel.load(prediction), nibabel.load(image)
     labels = np.asanyarray(loaded.dataobj)
@@ -139,47 +138,3 @@ def combine_tasks(output: Path) -> Path | None:
     if len(task_zips) < 2:
         return None
     return write_combined_zip(task_zips, output / COMBINED_SUBMISSION_ZIP)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="samnet_export_msd",
-        description="Predict an MSD task's test images with the best model samnet found, "
-        "validate the submission and zip it as OUT/TaskNN_Name.zip.",
-    )
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--task", required=True, help="MSD task name, e.g. Task04_Hippocampus"
-    )
-    parser.add_argument(
-        "-i", "--input", type=Path, required=True, help="the task's imagesTs folder"
-    )
-    parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="folder for the submission"
-    )
-    args = parser.parse_args(argv)
-    dataset, selection, options = selection_and_options(args)
-    reference = task_reference(args.task, args.input, training_dataset_json(selection))
-    print(describe(selection))
-    args.output.mkdir(parents=True, exist_ok=True)
-    record = export_task(reference, args.output, selection, options, args.overwrite)
-    record_task(args.output, reference, {"dataset": dataset.name, **record})
-    combined = combine_tasks(args.output)
-    labels = ", ".join(str(v) for v in sorted(reference.labels))
-    print(
-        f"samnet: {reference.task}: {record['cases']} predictions validated (names, shapes, "
-        f"affines, integer labels in {labels}) and zipped: "
-        f"{args.output / (reference.task + '.zip')}"
-    )
-    print(
-        f"samnet: {record['seconds']:.0f} s, {record['seconds_per_case']:.1f} s per case "
-        f"on {options.device}"
-    )
-    if combined:
-        print(f"samnet: all tasks in {combined}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

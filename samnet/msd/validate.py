@@ -1,4 +1,4 @@
-"""``samnet_validate_submission``: check a Medical Segmentation Decathlon submission before sending it.
+"""Check a Medical Segmentation Decathlon submission before sending it (``samnet_validate_submission``).
 
 Per task, a submission holds one NIfTI per test image and nothing else, each
 
@@ -16,7 +16,6 @@ the ``samnet_submission.json`` that ``samnet_export_msd`` writes beside its zips
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import tempfile
@@ -26,8 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from samnet.core.atomic import atomic_file
-from samnet.core.errors import SamnetError, cli_entry
+from samnet.core.errors import SamnetError
 from samnet.core.layout import SUBMISSION_RECORD
 from samnet.preprocessing.checks.dataset_json import Problem
 
@@ -99,8 +100,6 @@ def reference_from_task_folder(folder: Path) -> TaskReference:
 
 def affine_mismatch(prediction, image, tolerance: float) -> str | None:
     """How the prediction's affine, sform or qform differs from its image's, or None."""
-    import numpy as np
-
     pairs = [("affine", prediction.affine, image.affine)]
     for form in ("sform", "qform"):
         expected, code = getattr(image.header, f"get_{form}")(coded=True)
@@ -119,7 +118,8 @@ def affine_mismatch(prediction, image, tolerance: float) -> str | None:
     return None
 
 
-def _format(values: Iterable[float]) -> str:
+def format_values(values: Iterable[float]) -> str:
+    """Numbers as a message lists them: ``1, 2, 0.5``."""
     return ", ".join(f"{v:g}" for v in values)
 
 
@@ -127,8 +127,8 @@ def file_problems(
     prediction: Path, image: Path, labels: frozenset[int]
 ) -> list[Problem]:
     """What is wrong with one prediction against its image: shape, affine, data type, labels."""
+    # nibabel: here, not at the top, keeps --help fast
     import nibabel
-    import numpy as np
     from nibabel.filebasedimages import ImageFileError
 
     try:
@@ -189,8 +189,8 @@ def file_problems(
         problems.append(
             Problem(
                 prediction,
-                f"holds label value(s) {_format(outside[:8])} outside the task's labels "
-                f"{_format(sorted(labels))} (its dataset.json)",
+                f"holds label value(s) {format_values(outside[:8])} outside the task's labels "
+                f"{format_values(sorted(labels))} (its dataset.json)",
                 "keep only the task's labels: map or remove the other values",
             )
         )
@@ -384,43 +384,3 @@ def validate(
                 for p in problems
             ]
     return problems, list(folders)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="samnet_validate_submission",
-        description="Check an MSD submission (a TaskNN_Name folder, a folder of them, or a zip): "
-        "one prediction per test image named as the image, same shape and affine, integer "
-        "labels of the task. Exit 1 and every problem with its fix when it is not valid.",
-    )
-    parser.add_argument("submission", type=Path, help="folder or zip")
-    parser.add_argument(
-        "--msd",
-        type=Path,
-        nargs="+",
-        help="extracted MSD task folders (TaskNN_Name with imagesTs and dataset.json); "
-        f"default: the {SUBMISSION_RECORD} samnet_export_msd wrote beside the submission",
-    )
-    args = parser.parse_args(argv)
-    if args.msd:
-        references = {r.task: r for r in map(reference_from_task_folder, args.msd)}
-    else:
-        references = recorded_references(args.submission)
-    problems, tasks = validate(args.submission, references)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"INVALID: {len(problems)} problem(s) in {args.submission}")
-        return 1
-    for task in tasks:
-        count, labels = len(references[task].images), sorted(references[task].labels)
-        print(
-            f"OK: {task}: {count} predictions, one per test image, named as the image, "
-            f"with its shape and affine, integer labels in {_format(labels)}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

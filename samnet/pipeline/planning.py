@@ -1,14 +1,32 @@
-"""Fingerprint, plan and preprocess a dataset with nnU-Net's API, skipping what is already done."""
+"""Fingerprint, plan and preprocess a dataset with nnU-Net's API, skipping what is already done.
+
+Import it after ``configure_environment()``: nnunetv2 reads the ``nnUNet_*`` variables
+once, when it is imported.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
+    ExperimentPlanner,
+)
+from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+    extract_fingerprint_dataset,
+    plan_experiment_dataset,
+    preprocess_dataset,
+)
+
+from samnet.core.datasets import Dataset
 from samnet.core.errors import SamnetError
-from samnet.core.paths import DEFAULT_PROCESSES, preprocessed_folder
+from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
+from samnet.core.paths import DEFAULT_PROCESSES
+from samnet.planners.hardware import detect_hardware
+from samnet.planners.sam_planner import SAMPlanner
 
 
 def planned_configurations(plans_file: Path) -> list[str]:
@@ -16,21 +34,20 @@ def planned_configurations(plans_file: Path) -> list[str]:
 
 
 def is_preprocessed(
-    dataset_name: str, plans_identifier: str, configuration: str
+    dataset: Dataset, plans_identifier: str, configuration: str
 ) -> bool:
     """True when every training case of ``configuration`` has its preprocessed properties file."""
-    base = preprocessed_folder() / dataset_name
-    plans = json.loads((base / f"{plans_identifier}.json").read_text())
+    plans = json.loads(dataset.plans_file(plans_identifier).read_text())
     data_identifier = plans["configurations"][configuration]["data_identifier"]
-    expected = json.loads((base / "dataset.json").read_text())["numTraining"]
-    return len(list((base / data_identifier).glob("*.pkl"))) == expected
+    dataset_json = dataset.preprocessed / "dataset.json"
+    expected = json.loads(dataset_json.read_text())["numTraining"]
+    return len(list((dataset.preprocessed / data_identifier).glob("*.pkl"))) == expected
 
 
 def plan_and_preprocess(
-    dataset_id: int,
-    dataset_name: str,
+    dataset: Dataset,
     configurations: list[str] | None,
-    planner_class=None,
+    planner_class: Callable[..., Any] | None = None,
     overwrite: bool = False,
 ) -> tuple[str, list[str]]:
     """Plan with ``planner_class`` (nnU-Net's default planner when None) and preprocess ``configurations``.
@@ -38,37 +55,25 @@ def plan_and_preprocess(
     ``configurations`` None means every 2d/3d_fullres configuration the planner made.
     Returns the plans identifier and the configurations that were preprocessed.
     """
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
-        ExperimentPlanner,
+    ensure_fingerprint(dataset, overwrite)
+    _, plans_identifier = plan_experiment_dataset(
+        dataset.id, planner_class or ExperimentPlanner
     )
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        plan_experiment_dataset,
-    )
-
-    planner_class = planner_class or ExperimentPlanner
-    ensure_fingerprint(dataset_id, dataset_name, overwrite)
-    _, plans_identifier = plan_experiment_dataset(dataset_id, planner_class)
     return plans_identifier, preprocess(
-        dataset_id, dataset_name, plans_identifier, configurations, overwrite
+        dataset, plans_identifier, configurations, overwrite
     )
 
 
-def ensure_fingerprint(dataset_id: int, dataset_name: str, overwrite: bool) -> None:
+def ensure_fingerprint(dataset: Dataset, overwrite: bool) -> None:
     """Extract nnU-Net's dataset fingerprint unless it exists (or ``overwrite``)."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprint_dataset,
-    )
-
-    base = preprocessed_folder() / dataset_name
-    if overwrite or not (base / "dataset_fingerprint.json").exists():
+    if overwrite or not (dataset.preprocessed / "dataset_fingerprint.json").exists():
         extract_fingerprint_dataset(
-            dataset_id, num_processes=int(DEFAULT_PROCESSES), clean=True
+            dataset.id, num_processes=int(DEFAULT_PROCESSES), clean=True
         )
 
 
 def preprocess(
-    dataset_id: int,
-    dataset_name: str,
+    dataset: Dataset,
     plans_identifier: str,
     configurations: list[str] | None,
     overwrite: bool = False,
@@ -77,9 +82,7 @@ def preprocess(
 
     ``configurations`` None means every 2d/3d_fullres configuration that was planned.
     """
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
-
-    plans_file = preprocessed_folder() / dataset_name / f"{plans_identifier}.json"
+    plans_file = dataset.plans_file(plans_identifier)
     available = planned_configurations(plans_file)
     if configurations is None:
         configurations = [c for c in ("2d", "3d_fullres") if c in available]
@@ -93,19 +96,18 @@ def preprocess(
     todo = [
         c
         for c in configurations
-        if overwrite or not is_preprocessed(dataset_name, plans_identifier, c)
+        if overwrite or not is_preprocessed(dataset, plans_identifier, c)
     ]
     if todo:
         processes = int(DEFAULT_PROCESSES)
         preprocess_dataset(
-            dataset_id, plans_identifier, todo, num_processes=[processes] * len(todo)
+            dataset.id, plans_identifier, todo, num_processes=[processes] * len(todo)
         )
     return configurations
 
 
 def plan_sam(
-    dataset_id: int,
-    dataset_name: str,
+    dataset: Dataset,
     device: str,
     overrides: dict[str, Any],
     overwrite: bool = False,
@@ -116,16 +118,8 @@ def plan_sam(
     ``overrides`` fix decisions by rule name (None values are ignored). Asking an
     existing plan for other overrides is an error: re-planning must be explicit.
     """
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        plan_experiment_dataset,
-    )
-
-    from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
-    from samnet.planners.hardware import detect_hardware
-    from samnet.planners.sam_planner import SAMPlanner
-
     given = {key: value for key, value in overrides.items() if value is not None}
-    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
+    plans_file = dataset.plans_file(SAM_PLANS)
     if plans_file.exists() and not overwrite:
         plans = json.loads(plans_file.read_text())
         if SAM_CONFIGURATION in plans["configurations"]:
@@ -137,9 +131,9 @@ def plan_sam(
                     "pass --overwrite to re-plan (SAM folds trained on the old plan are retrained)",
                 )
             return plans_file
-    ensure_fingerprint(dataset_id, dataset_name, overwrite)
+    ensure_fingerprint(dataset, overwrite)
     planner = functools.partial(
         SAMPlanner, hardware=detect_hardware(device), overrides=given
     )
-    plan_experiment_dataset(dataset_id, planner)
+    plan_experiment_dataset(dataset.id, planner)
     return plans_file

@@ -1,4 +1,4 @@
-"""``samnet_pretrain``: continue pre-training the SAM encoder on a dataset's own slices.
+"""Continue pre-training the SAM encoder on a dataset's own slices (``samnet_pretrain``).
 
     samnet_pretrain Dataset004_Hippocampus --steps 300 --batch-size 8
     samnet_plan_and_train Dataset004_Hippocampus --overwrite  # plans on the new weights
@@ -9,11 +9,12 @@ configuration sees, imagesTr and imagesTs, as nnU-Net preprocesses them for ``sa
 Writes to ``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their
 identity, ``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``.
 Interrupted runs resume from ``state.pth`` when re-run with the same budget.
+Import it after ``configure_environment()``: nnunetv2 reads the ``nnUNet_*`` variables at
+import.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import shutil
@@ -21,52 +22,42 @@ import time
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 from tqdm import tqdm
 
-from samnet.core.errors import SamnetError, cli_entry
+from samnet.core.datasets import Dataset
+from samnet.core.devices import resolve_device
+from samnet.core.errors import SamnetError
 from samnet.core.layout import (
     PRETRAIN_BUDGET_FILE,
     PRETRAIN_CURVE_FILE,
     PRETRAIN_RECORD_FILE,
     PRETRAIN_STATE_FILE,
     PRETRAINED_WEIGHTS_SUFFIX,
+    SAM_CONFIGURATION,
+    SAM_PLANS,
 )
-from samnet.pipeline.plan_and_train import positive_int
+from samnet.core.sam_plan import SamPlan
+from samnet.evaluation.plots import figure_file
+from samnet.models.backbones import get_backbone
+from samnet.models.network import build_network
+from samnet.pipeline.options import PretrainOptions
+from samnet.pretraining.identity import pretrained_folder, save_pretrained_base
+from samnet.pretraining.loop import PretrainBudget, pretrain
+from samnet.pretraining.masked_image_model import MaskedImageModel
+from samnet.pretraining.slices import slice_windows
 
 
-def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="samnet_pretrain",
-        description="Continue pre-training the planned SAM encoder on the dataset's own "
-        "slices (masked image modelling, labels unused); writes new base weights.",
-    )
-    parser.add_argument("dataset", help="DatasetNNN, its full name or its id")
-    parser.add_argument("--steps", type=positive_int, default=300)
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--mask-ratio", type=float, default=0.6)
-    parser.add_argument(
-        "--mask-patch",
-        type=positive_int,
-        default=32,
-        help="side of a hidden patch (px)",
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--overwrite", action="store_true", help="start again")
-    return parser.parse_args(argv)
-
-
-def sam_configuration(dataset_name: str) -> dict:
+def sam_configuration(dataset: Dataset) -> dict:
     """The ``sam_2d`` configuration of the dataset's SAM plans."""
-    from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
-    from samnet.core.paths import preprocessed_folder
-
-    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
+    plans_file = dataset.plans_file(SAM_PLANS)
     if not plans_file.is_file():
         raise SamnetError(
             plans_file,
             "no SAM plan, so there is nothing to say which encoder and slices to use",
-            f"plan first: samnet_plan {dataset_name} (or samnet_plan_and_train)",
+            f"plan first: samnet_plan {dataset.name} (or samnet_plan_and_train)",
         )
     return json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
 
@@ -92,26 +83,17 @@ def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
     recorded.write_text(json.dumps(budget))
 
 
-def preprocessed_test_images(dataset_name: str) -> list[np.ndarray]:
+def preprocessed_test_images(dataset: Dataset) -> list[np.ndarray]:
     """The dataset's imagesTs, preprocessed for ``sam_2d`` as nnU-Net's predictor does
     (``C x slices x H x W`` each); none when it has no test images."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
-
-    from samnet.core.datasets import find_raw_dataset
-    from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
-    from samnet.core.paths import preprocessed_folder
-
-    raw = find_raw_dataset(dataset_name)
-    dataset_json = json.loads((raw / "dataset.json").read_text())
-    images = raw / "imagesTs"
+    dataset_json = json.loads((dataset.raw / "dataset.json").read_text())
+    images = dataset.raw / "imagesTs"
     if not images.is_dir():
         return []
     files = create_lists_from_splitted_dataset_folder(
         str(images), dataset_json["file_ending"]
     )
-    plans_file = preprocessed_folder() / dataset_name / f"{SAM_PLANS}.json"
-    plans = PlansManager(str(plans_file))
+    plans = PlansManager(str(dataset.plans_file(SAM_PLANS)))
     configuration = plans.get_configuration(SAM_CONFIGURATION)
     preprocessor = configuration.preprocessor_class(verbose=False)
     return [
@@ -121,8 +103,6 @@ def preprocessed_test_images(dataset_name: str) -> list[np.ndarray]:
 
 
 def plot_losses(losses: list[float], path: Path) -> None:
-    from samnet.evaluation.plots import figure_file
-
     with figure_file(path, 1, (6, 3.5)) as (axes,):
         axes.plot(range(1, len(losses) + 1), losses, linewidth=0.8)
         axes.set_xlabel("optimizer step")
@@ -130,37 +110,19 @@ def plot_losses(losses: list[float], path: Path) -> None:
         axes.set_title("continued pre-training (masked image modelling)")
 
 
-def continue_pretraining(args: argparse.Namespace) -> Path:
-    """Pre-train the planned backbone on the dataset (parsed ``samnet_pretrain``
-    arguments); returns the new weights."""
-    from samnet.core.paths import configure_environment, preprocessed_folder
-
-    configure_environment()
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-    from samnet.core.datasets import find_raw_dataset
-    from samnet.core.sam_plan import SamPlan
-    from samnet.models.backbones import get_backbone
-    from samnet.models.network import build_network
-    from samnet.pipeline.train_fold import resolve_device
-    from samnet.pretraining.identity import pretrained_folder, save_pretrained_base
-    from samnet.pretraining.loop import PretrainBudget, pretrain
-    from samnet.pretraining.masked_image_model import MaskedImageModel
-    from samnet.pretraining.slices import slice_windows
-
-    dataset_name = find_raw_dataset(args.dataset).name
-    configuration = sam_configuration(dataset_name)
+def continue_pretraining(dataset: Dataset, options: PretrainOptions) -> Path:
+    """Pre-train the planned backbone on the dataset; returns the new weights."""
+    configuration = sam_configuration(dataset)
     plan = SamPlan.from_dict(configuration["sam"])
     spec = get_backbone(plan.backbone)
-    folder = pretrained_folder(dataset_name)
-    budget = PretrainBudget(args.steps, args.batch_size, args.learning_rate)
-    options = {"mask_ratio": args.mask_ratio, "mask_patch": args.mask_patch}
-    claim_folder(folder, {**budget.__dict__, **options}, args.overwrite)
-    data = preprocessed_folder() / dataset_name / configuration["data_identifier"]
-    dataset_class = infer_dataset_class(str(data))
-    dataset = dataset_class(str(data))
-    cases = [dataset.load_case(case)[0] for case in dataset.identifiers]
-    test_cases = preprocessed_test_images(dataset_name)
+    folder = pretrained_folder(dataset.name)
+    budget = PretrainBudget(options.steps, options.batch_size, options.learning_rate)
+    masking = {"mask_ratio": options.mask_ratio, "mask_patch": options.mask_patch}
+    claim_folder(folder, {**budget.__dict__, **masking}, options.overwrite)
+    data = dataset.preprocessed / configuration["data_identifier"]
+    preprocessed = infer_dataset_class(str(data))(str(data))
+    cases = [preprocessed.load_case(case)[0] for case in preprocessed.identifiers]
+    test_cases = preprocessed_test_images(dataset)
     channels = cases[0].shape[0]
     network, parent = build_network(
         plan.backbone,
@@ -173,27 +135,29 @@ def continue_pretraining(args: argparse.Namespace) -> Path:
         network.input_adapter,
         network.sam.image_encoder,
         spec.embedding_stride,
-        mask_ratio=args.mask_ratio,
-        mask_patch=args.mask_patch,
+        mask_ratio=options.mask_ratio,
+        mask_patch=options.mask_patch,
     )
     window = tuple(configuration["patch_size"])
     start = time.perf_counter()
     losses = pretrain(
         model,
-        lambda seed: slice_windows(cases + test_cases, window, args.batch_size, seed),
+        lambda seed: slice_windows(
+            cases + test_cases, window, options.batch_size, seed
+        ),
         budget,
         folder / PRETRAIN_STATE_FILE,
-        resolve_device(args.device),
+        resolve_device(options.device),
     )
     weights = folder / f"{plan.backbone}{PRETRAINED_WEIGHTS_SUFFIX}"
     record = {
-        "dataset": dataset_name,
+        "dataset": dataset.name,
         "cases": len(cases),
         "test_cases": len(test_cases),
         "slices": sum(case.shape[1] for case in cases + test_cases),
         "input_size": plan.input_size,
         "budget": budget.__dict__,
-        **options,
+        **masking,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "seconds_this_run": round(time.perf_counter() - start, 1),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -205,19 +169,3 @@ def continue_pretraining(args: argparse.Namespace) -> Path:
     )
     (folder / PRETRAIN_STATE_FILE).unlink()
     return weights
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(argv)
-    weights = continue_pretraining(args)
-    print(
-        f"samnet: pre-trained weights in {weights}; planning picks them up: "
-        f"samnet_plan_and_train {args.dataset} --overwrite (or name them: "
-        f"--checkpoint {weights})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Train and validate one nnU-Net trainer on one fold, with an explicit budget, resumably.
 
-Every method samnet compares (nnU-Net baselines now, SAM trainers later) runs through
+Every method samnet compares (nnU-Net baselines and samnet's SAM trainers) runs through
 :func:`train_fold`, so they share the same splits, the same budget rules, the same
 resume logic and the same validation.
 """
@@ -16,30 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from samnet.core.atomic import atomic_file
 from samnet.core.errors import SamnetError
 from samnet.core.layout import FOLD_BUDGET_FILE, FOLD_STATS_FILE
 from samnet.core.methods import Budget, Method
 from samnet.core.paths import preprocessed_folder, results_folder
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SamnetError(
-            None,
-            "--device cuda was asked for but no CUDA GPU is visible",
-            "use --device cpu or auto",
-        )
-    if name not in ("cpu", "cuda"):
-        raise SamnetError(
-            None, f"unknown device '{name}'", "use one of auto, cpu, cuda"
-        )
-    return torch.device(name)
+from samnet.trainers.distributed import barrier, is_rank_zero
+from samnet.trainers.variants import training_variant
 
 
 def fold_folder(dataset_name: str, method: Method, fold: int) -> Path:
@@ -73,10 +59,12 @@ def claim_budget(folder: Path, budget: Budget) -> None:
 
 def build_trainer(
     dataset_name: str, method: Method, fold: int, budget: Budget, device: torch.device
-):
-    """An nnU-Net trainer of ``method`` set to ``budget``; the plans' batch size is replaced by the budget's."""
-    from nnunetv2.run.run_training import recursive_find_trainer_class_by_name
+) -> nnUNetTrainer:
+    """An nnU-Net trainer of ``method`` set to ``budget``; the plans' batch size is replaced by the budget's.
 
+    It is the ``training_variant`` of the trainer class: with a progress bar over the
+    epochs, and DDP under torchrun (a process group is initialised).
+    """
     base = preprocessed_folder() / dataset_name
     plans_file = base / f"{method.plans}.json"
     if not plans_file.exists():
@@ -95,11 +83,10 @@ def build_trainer(
     plans["configurations"][method.configuration]["batch_size"] = budget.batch_size
     plans["continue_training"] = True
     dataset_json = json.loads((base / "dataset.json").read_text())
-    trainer_class = recursive_find_trainer_class_by_name(method.trainer)
-    if torch.distributed.is_initialized():
-        from samnet.trainers.distributed import distributed_variant
-
-        trainer_class = distributed_variant(trainer_class)
+    trainer_class = training_variant(
+        recursive_find_trainer_class_by_name(method.trainer),
+        distributed=torch.distributed.is_initialized(),
+    )
     trainer = trainer_class(
         plans=plans,
         configuration=method.configuration,
@@ -115,36 +102,13 @@ def build_trainer(
     return trainer
 
 
-def attach_progress_bar(trainer, description: str) -> tqdm:
-    """Advance a tqdm bar (epochs) with the loss and pseudo Dice each time the trainer ends an epoch."""
-    bar = tqdm(
-        total=trainer.num_epochs,
-        initial=trainer.current_epoch,
-        desc=description,
-        unit="epoch",
-        disable=trainer.local_rank != 0,
-    )
-    end_epoch = trainer.on_epoch_end
-
-    def on_epoch_end() -> None:
-        end_epoch()
-        bar.set_postfix(
-            train_loss=f"{trainer.logger.get_value('train_losses', step=-1):.3f}",
-            pseudo_dice=f"{trainer.logger.get_value('mean_fg_dice', step=-1):.3f}",
-        )
-        bar.update(1)
-
-    trainer.on_epoch_end = on_epoch_end
-    return bar
-
-
-def epoch_seconds(trainer) -> list[float]:
+def epoch_seconds(trainer: nnUNetTrainer) -> list[float]:
     starts = trainer.logger.get_value("epoch_start_timestamps", step=None)
     ends = trainer.logger.get_value("epoch_end_timestamps", step=None)
     return [end - start for start, end in zip(starts, ends)]
 
 
-def load_resumable(trainer, checkpoint: Path) -> None:
+def load_resumable(trainer: nnUNetTrainer, checkpoint: Path) -> None:
     """Load an interrupted fold's checkpoint; one torn by a kill mid-write is a clear error."""
     try:
         trainer.load_checkpoint(str(checkpoint))
@@ -171,8 +135,6 @@ def train_fold(
     Under ``torchrun`` (a process group is initialised) every rank calls it; only rank 0
     writes files.
     """
-    from samnet.trainers.distributed import barrier, is_rank_zero
-
     writes = is_rank_zero()
     folder = fold_folder(dataset_name, method, fold)
     if overwrite and folder.exists() and writes:
@@ -197,11 +159,7 @@ def train_fold(
             print(
                 f"samnet: resuming {method.folder_name} fold {fold} at epoch {trainer.current_epoch}"
             )
-        bar = attach_progress_bar(
-            trainer, f"{method.configuration} {method.trainer} fold {fold}"
-        )
         trainer.run_training()
-        bar.close()
     start = time.perf_counter()
     trainer.perform_actual_validation(save_probabilities)
     seconds_per_epoch = epoch_seconds(trainer)

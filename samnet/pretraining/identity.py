@@ -24,7 +24,7 @@ from samnet.core.layout import (
 )
 from samnet.core.paths import results_folder
 from samnet.models.backbone_resize import interpolate_pos_embed
-from samnet.models.backbones import BackboneSpec
+from samnet.models.backbone_spec import BackboneSpec
 from samnet.models.checkpoint_files import (
     PRETRAINED_FORMAT,
     BaseWeights,

@@ -16,13 +16,9 @@ import numpy as np
 import torch
 
 from samnet.models.network import UNPROMPTED_LOGIT, SamSegmentationNetwork
+from samnet.models.object_prompt import ObjectPrompt
 from samnet.models.shared_encoder import FoldMeanNetwork
-from samnet.prompting.simulated import (
-    ObjectPrompt,
-    box_from_mask,
-    interior_point,
-    simulate_prompts,
-)
+from samnet.prompting.simulated import box_from_mask, interior_point, simulate_prompts
 
 PromptKind = Literal["box", "point"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
+
+from samnet.models.object_prompt import ObjectPrompt
 
 
 def box_from_mask(mask: np.ndarray) -> list[float]:
@@ -85,17 +85,6 @@ def sampled_clicks(
         chosen.append(outside[generator.integers(len(outside), size=negatives)])
     points = [[float(column), float(row)] for row, column in np.concatenate(chosen)]
     return points, [1] * positives + [0] * (len(points) - positives)
-
-
-@dataclass(frozen=True)
-class ObjectPrompt:
-    """One object's prompt on one image: a box ``[x0, y0, x1, y1]`` or clicks ``[x, y]``
-    with labels (1 inside, 0 outside, -1 padding), in pixels of the image."""
-
-    label: int
-    box: list[float] | None = None
-    points: list[list[float]] | None = None
-    point_labels: list[int] | None = None
 
 
 # Clicks per object in prompted training: one inside, one just outside (padded when the

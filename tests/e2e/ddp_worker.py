@@ -19,6 +19,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from samnet.core.methods import Budget, Method
+from samnet.core.paths import configure_environment
+from samnet.pipeline.train_fold import build_trainer
+from samnet.trainers.distributed import join_process_group
+
 STEPS = 3
 TRAINER = "nnUNetTrainerSAM"
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
@@ -40,7 +45,9 @@ def record_writes(root: Path) -> list[str]:
     return written
 
 
-def fixed_batch(size: int, channels: int, patch, classes: int) -> dict:
+def fixed_batch(
+    size: int, channels: int, patch: list[int], classes: int
+) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return {
         "data": torch.randn(size, channels, *patch, generator=generator),
@@ -52,11 +59,6 @@ def fixed_batch(size: int, channels: int, patch, classes: int) -> dict:
 
 def main() -> None:
     output, dataset, global_batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    from samnet.core.methods import Budget, Method
-    from samnet.core.paths import configure_environment
-    from samnet.pipeline.train_fold import build_trainer
-    from samnet.trainers.distributed import join_process_group
-
     configure_environment()
     written = record_writes(Path(os.environ["nnUNet_results"]).resolve())
     device = torch.device("cpu")
@@ -92,7 +94,7 @@ def main() -> None:
         dist.destroy_process_group()
 
 
-def gather(value):
+def gather(value: object) -> list:
     """``value`` of every rank, in rank order (``[value]`` alone)."""
     if not dist.is_initialized():
         return [value]

@@ -30,9 +30,7 @@ def test_plan_and_train_few_shot_end_to_end(tmp_path: Path) -> None:
         "--input-size",
         "64",
     ]  # as conftest.TINY_BUDGET: the encoder is the cost
-    run = run_module(
-        environment, "samnet.pipeline.plan_and_train", *arguments, timeout=900
-    )
+    run = run_module(environment, "samnet.cli.plan_and_train", *arguments, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "few-shot mode: set by the user" in run.stdout
     results = tmp_path / "results" / DEMO
@@ -56,7 +54,7 @@ def test_plan_and_train_few_shot_end_to_end(tmp_path: Path) -> None:
     (images / raw.name).symlink_to(raw)
     script = tmp_path / "predict.py"
     script.write_text(
-        "from samnet.fewshot import predict_few_shot\n"
+        "from samnet.pipeline.fewshot import predict_few_shot\n"
         "if __name__ == '__main__':\n"
         f"    predict_few_shot({DEMO_ID}, {str(images)!r}, {str(tmp_path / 'out')!r}, "
         "device='cpu')\n"

@@ -62,7 +62,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     run = run_module(
         environment,
-        "samnet.pipeline.plan_and_train",
+        "samnet.cli.plan_and_train",
         str(DATASET_ID),
         "--configurations",
         "2d_lowres",

@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_BUDGET, TRAINED_DEMO, TRAINED_DEMO_ID
+import torch
+from helpers import TINY_BUDGET, TRAINED_DEMO, TRAINED_DEMO_ID, run_module
+
+from samnet.cli.train_fold import parse_arguments
+from samnet.core.paths import trainer_lookup_folder
+from samnet.models.network import build_network
+from samnet.pretraining.identity import finished_pretrained_bases
 
 DEMO_ID = TRAINED_DEMO_ID
 NAME = TRAINED_DEMO
@@ -30,7 +36,7 @@ pytestmark = pytest.mark.slow
 def plan_and_train(
     environment: dict[str, str], *arguments: str
 ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "samnet.pipeline.plan_and_train", *arguments]
+    command = [sys.executable, "-m", "samnet.cli.plan_and_train", *arguments]
     return subprocess.run(
         command,
         check=False,
@@ -62,7 +68,6 @@ def test_report_holds_a_dice_per_class(trained_demo, method: str) -> None:
 
 
 def test_sam_checkpoint_holds_only_what_trained(trained_demo) -> None:
-    import torch
 
     _, results, _ = trained_demo
     fold = results / SAM_METHOD / "fold_0"
@@ -80,7 +85,6 @@ def test_sam_checkpoint_holds_only_what_trained(trained_demo) -> None:
 def test_nnunet_predict_finds_and_runs_the_sam_trainer(trained_demo, tmp_path) -> None:
     """nnUNetv2_predict -tr with samnet's folder in nnUNet_extTrainer (as the README says)."""
     environment, results, _ = trained_demo
-    from samnet.core.paths import trainer_lookup_folder
 
     raw = results.parents[1] / "raw" / NAME
     images = tmp_path / "images"
@@ -169,7 +173,7 @@ def test_interrupted_fold_resumes_from_its_last_epoch(
     arguments += ["--methods", "sam" if method == SAM_METHOD else "nnunet"]
     fold = results / method / f"fold_{fold_number}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "samnet.pipeline.plan_and_train", *arguments],
+        [sys.executable, "-m", "samnet.cli.plan_and_train", *arguments],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -256,7 +260,6 @@ def test_torchrun_ddp_trains_as_one_process_and_only_rank_zero_writes(
 
 
 def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained_demo) -> None:
-    from samnet.cli.train_fold import parse_arguments
 
     environment, results, _ = trained_demo
     arguments = [str(DEMO_ID), *TINY_BUDGET, "--folds", "0", "1", "--launcher", "slurm"]
@@ -278,9 +281,7 @@ def test_slurm_launcher_writes_an_array_and_a_comparison_after_it(trained_demo) 
     assert {(p.epochs, p.iterations_per_epoch, p.batch_size) for p in parsed} == {
         (2, 2, 4)
     }
-    assert (
-        f"-m samnet.evaluation.report {NAME}" in (folder / "compare.sbatch").read_text()
-    )
+    assert f"-m samnet.cli.compare {NAME}" in (folder / "compare.sbatch").read_text()
     assert "--dependency=afterok:" in (folder / "submit.sh").read_text()
 
     again = plan_and_train(environment, *arguments)
@@ -306,12 +307,8 @@ def check_pretrain_run(
     arguments: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from helpers import run_module
 
-    from samnet.models.network import build_network
-    from samnet.pretraining.identity import finished_pretrained_bases
-
-    run = run_module(environment, "samnet.pipeline.pretrain", *arguments)
+    run = run_module(environment, "samnet.cli.pretrain", *arguments)
     assert run.returncode == 0, run.stderr[-3000:]
     record = json.loads((folder / "pretrain.json").read_text())
     assert len(record["losses"]) == 3 and record["dataset"] == NAME
@@ -323,7 +320,7 @@ def check_pretrain_run(
     _, base = build_network("lite_medsam", 1, 3, image_size=128, checkpoint=weights)
     assert base.sha256 == record["sha256"]
 
-    again = run_module(environment, "samnet.pipeline.pretrain", *arguments)
+    again = run_module(environment, "samnet.cli.pretrain", *arguments)
     assert (
         again.returncode == 1 and "holds finished pre-trained weights" in again.stderr
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,6 @@ def test_samnet_predict_with_a_trained_nnunet(trained_demo, tmp_path: Path) -> N
 def test_msd_export_of_the_best_model_validates_and_zips(
     trained_demo, tmp_path: Path
 ) -> None:
-    import zipfile
 
     environment, results, _ = trained_demo
     task = tmp_path / TASK
@@ -65,7 +65,7 @@ def test_msd_export_of_the_best_model_validates_and_zips(
     (task / "dataset.json").write_text(json.dumps({"labels": labels}))
     output = tmp_path / "submission"
     run = run_module(
-        environment, "samnet.msd.export", "-d", str(TRAINED_DEMO_ID), "--task", TASK,
+        environment, "samnet.cli.export_msd", "-d", str(TRAINED_DEMO_ID), "--task", TASK,
         "-i", str(task / "imagesTs"), "-o", str(output), "--device", "cpu",
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -76,7 +76,7 @@ def test_msd_export_of_the_best_model_validates_and_zips(
             f"{TASK}/{p.name}" for p in (task / "imagesTs").iterdir()
         )
     validate = run_module(
-        environment, "samnet.msd.validate", str(output / f"{TASK}.zip")
+        environment, "samnet.cli.validate_submission", str(output / f"{TASK}.zip")
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
     assert f"OK: {TASK}: 2 predictions" in validate.stdout

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import demo_environment
 
+from samnet.core.sam_plan import SamPlan
+
 DEMO_ID = 992
 NAME = "Dataset992_SamnetDemo"
 
@@ -79,7 +81,6 @@ def test_nnunet_configurations_are_nnunets_own_and_share_its_data(planned) -> No
 
 
 def test_sam_configuration_holds_a_readable_plan(planned) -> None:
-    from samnet.core.sam_plan import SamPlan
 
     _, folder, explained = planned
     plans_file = folder / "samnetPlans.json"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import demo_environment, run_module
 
 DEMO_ID = 994
 DEMO = "Dataset994_SamnetDemo"
@@ -18,7 +19,6 @@ FEW_SHOT_METHOD = "nnUNetTrainerSAMFewShot__samnetPlans__sam_2d"
 def test_nnunet_on_the_support_slices_trains_on_few_shot_sams_slices(
     tmp_path: Path,
 ) -> None:
-    from helpers import demo_environment, run_module
 
     environment = demo_environment(tmp_path, DEMO_ID, num_training=10, num_test=0)
     arguments = [str(DEMO_ID), "--few-shot", "2", "--methods", "sam", "support"]
@@ -29,9 +29,7 @@ def test_nnunet_on_the_support_slices_trains_on_few_shot_sams_slices(
         "--input-size",
         "64",
     ]  # as conftest.TINY_BUDGET: the encoder is the cost
-    run = run_module(
-        environment, "samnet.pipeline.plan_and_train", *arguments, timeout=900
-    )
+    run = run_module(environment, "samnet.cli.plan_and_train", *arguments, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = tmp_path / "results" / DEMO
 

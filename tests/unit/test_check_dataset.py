@@ -15,7 +15,8 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from samnet.preprocessing.checks.dataset import Problem, check_dataset, main
+from samnet.cli.check_dataset import main
+from samnet.preprocessing.checks.dataset import Problem, check_dataset
 
 SPACING = (0.8, 0.8, 2.0)
 ORIGIN = (10.0, -5.0, 3.0)
@@ -557,7 +558,7 @@ def test_problem_prints_file_problem_and_fix() -> None:
 
 def test_command_line_exit_codes(tmp_path: Path) -> None:
     folder = make_3d_dataset(tmp_path / "Dataset901_Command")
-    command = [sys.executable, "-m", "samnet.preprocessing.checks.dataset", str(folder)]
+    command = [sys.executable, "-m", "samnet.cli.check_dataset", str(folder)]
     assert (
         subprocess.run(command, check=False, capture_output=True, text=True).returncode
         == 0

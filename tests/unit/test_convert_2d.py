@@ -11,9 +11,10 @@ import pytest
 from helpers import shared_dataset
 from PIL import Image
 
+from samnet.cli.convert_2d import main
 from samnet.core.errors import SamnetError
 from samnet.preprocessing.checks.dataset import check_dataset
-from samnet.preprocessing.intake.convert_2d import convert_2d, main
+from samnet.preprocessing.intake.convert_2d import convert_2d
 
 RNG = np.random.default_rng(0)
 

@@ -11,9 +11,10 @@ import pytest
 import SimpleITK as sitk
 from helpers import shared_dataset
 
+from samnet.cli.convert_msd import main
 from samnet.core.errors import SamnetError
 from samnet.preprocessing.checks.dataset import check_dataset
-from samnet.preprocessing.intake.convert_msd import convert_msd, main
+from samnet.preprocessing.intake.convert_msd import convert_msd
 
 SHAPE = (4, 6, 5)
 SPACING = (0.8, 0.9, 2.5)

@@ -23,15 +23,15 @@ from torch import nn
 import samnet.preprocessing.cache.build as build_module
 from samnet.core.errors import SamnetError
 from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
-from samnet.models.fast_encoder import FastEncoder
-from samnet.models.network import SamSegmentationNetwork, build_network
-from samnet.models.peft import PeftConfig, apply_peft
-from samnet.preprocessing.cache.build import build_embedding_cache
-from samnet.preprocessing.cache.embedding_cache import EmbeddingCache, sample_batches
-from samnet.preprocessing.cache.encoder_prefix import (
+from samnet.models.encoder_prefix import (
     frozen_prefix_stages,
     split_image_encoder,
 )
+from samnet.models.fast_encoder import FastEncoder
+from samnet.models.network import EncodedImages, SamSegmentationNetwork, build_network
+from samnet.models.peft import PeftConfig, apply_peft
+from samnet.preprocessing.cache.build import build_embedding_cache
+from samnet.preprocessing.cache.embedding_cache import EmbeddingCache, sample_batches
 
 PATCH = (32, 32)
 INPUT_SIZE = 64
@@ -335,8 +335,11 @@ def test_prefix_cache_feeds_the_rest(network_and_weights, dataset_folder) -> Non
     windows = torch.stack([w[4] for w in expected_windows(dataset_folder)])
     with torch.no_grad():
         logits = network(windows)
-        cached = network.decode(rest(cache.embeddings(np.arange(WINDOWS))), PATCH)
+        features = cache.embeddings(np.arange(WINDOWS))
+        cached = network.decode(rest(features), PATCH)
+        encoded = network(EncodedImages(features, PATCH, prefix_stages=3))
     assert (cached - logits).abs().max() / logits.abs().max() < FLOAT16_TOLERANCE
+    assert torch.equal(encoded, cached)  # what the cached trainer's batches give
 
 
 def test_fast_encoder_builds_the_same_cache(

@@ -42,7 +42,7 @@ from samnet.fewshot.support_selection import (
     select_support,
 )
 from samnet.fewshot.support_set import SupportSet, encode_support, fold_support
-from samnet.models.network import BASE_SHA256_KEY, CachedInput, build_network
+from samnet.models.network import BASE_SHA256_KEY, build_network
 from samnet.models.peft import PeftConfig, apply_peft, trainable_parameters
 from samnet.models.prototype_head import PrototypeHead
 
@@ -324,10 +324,8 @@ def test_forward_takes_only_images_and_uses_the_stored_prototypes() -> None:
     with torch.no_grad():
         logits = network(image)
         embeddings = network.encode(image)
-        with network.class_head.episode(prototypes.expand(2, -1, -1)):
-            expected = network.decode(embeddings, PATCH)
-        with network.class_head.episode(torch.randn(2, CLASSES, 256)):
-            other = network.decode(embeddings, PATCH)
+        expected = network.decode(embeddings, PATCH, prototypes.expand(2, -1, -1))
+        other = network.decode(embeddings, PATCH, torch.randn(2, CLASSES, 256))
     assert logits.shape == (2, CLASSES, *PATCH)
     assert torch.allclose(logits, expected, atol=1e-5)
     assert not torch.allclose(logits, other, atol=1e-3), "prototypes steer the output"
@@ -363,13 +361,11 @@ def test_a_few_steps_reduce_the_leave_one_out_loss() -> None:
         window_slices=torch.arange(6),
         num_classes=CLASSES,
     )
-    network.cached_input = CachedInput(PATCH)
     network.train()
     optimizer = torch.optim.AdamW(trainable_parameters(network), lr=1e-3)
 
     def loss_of(batch: dict) -> torch.Tensor:
-        with network.class_head.episode(batch["prototypes"]):
-            logits = network(batch["data"])
+        logits = network(batch["data"])
         return F.cross_entropy(logits, batch["target"][:, 0])
 
     held_out = support.episode(np.arange(6), keep=1.0)

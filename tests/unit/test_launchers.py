@@ -121,4 +121,4 @@ def test_submit_makes_the_comparison_wait_for_every_task(scripts: Path) -> None:
         "--dependency=afterok:4242 compare.sbatch",
     ]
     compare = (scripts / "compare.sbatch").read_text()
-    assert f"-m samnet.evaluation.report {shlex.quote(DATASET)}" in compare
+    assert f"-m samnet.cli.compare {shlex.quote(DATASET)}" in compare

@@ -18,13 +18,19 @@ import pytest
 import SimpleITK as sitk
 from helpers import BASELINE, PREDICT_DATASET, FakeModel, shared_dataset, write_model
 
+from samnet.cli.validate_submission import main
 from samnet.core.errors import SamnetError
 from samnet.inference.run import Options
 from samnet.inference.selection import select_models
-from samnet.msd.export import combine_tasks, conform, export_task, record_task
+from samnet.msd.export import (
+    combine_tasks,
+    conform,
+    export_task,
+    record_task,
+    task_reference,
+)
 from samnet.msd.validate import (
     TaskReference,
-    main,
     prediction_problems,
     reference_from_task_folder,
     write_task_zip,
@@ -294,7 +300,6 @@ def test_export_predicts_validates_zips_and_combines_tasks(
 
 
 def test_export_refuses_images_of_another_task(task: Path, nnunet_folders) -> None:
-    from samnet.msd.export import task_reference
 
     with pytest.raises(
         SamnetError, match=f"belongs to {TASK}, but --task is Task05_Prostate"

@@ -11,7 +11,8 @@ from helpers import SIZE, tiny_sam
 
 from samnet.models.backbones import BACKBONES
 from samnet.models.input_adapter import SAM_PIXEL_MEAN, SAM_PIXEL_STD, InputAdapter
-from samnet.models.network import SamSegmentationNetwork, build_network
+from samnet.models.network import EncodedImages, SamSegmentationNetwork, build_network
+from samnet.models.object_prompt import ObjectPrompt
 from samnet.models.peft import PeftConfig, apply_peft
 from samnet.models.trained_checkpoint import save_trained
 
@@ -38,6 +39,25 @@ def test_forward_is_decode_of_encode() -> None:
     embeddings = network.encode(x)
     assert embeddings.shape == (2, 32, SIZE // 8, SIZE // 8)
     assert torch.equal(network.decode(embeddings, (48, 48)), network(x))
+
+
+def test_encoded_images_are_decoded_as_they_say() -> None:
+    """``forward`` on ``EncodedImages``: the head, or the prompted path when they carry
+    prompts; nnU-Net moves them as it moves an image batch."""
+    network = SamSegmentationNetwork(tiny_sam(), 1, 3, SIZE, "unit_range").eval()
+    x = torch.randn(2, 1, 48, 48)
+    embeddings = network.encode(x)
+    encoded = EncodedImages(embeddings, (48, 48)).to(torch.device("cpu"))
+    assert torch.equal(network(encoded), network(x))
+    prompts = [[ObjectPrompt(2, box=[4.0, 4.0, 20.0, 20.0])], []]
+    prompted = EncodedImages(embeddings, (48, 48), prompts=prompts)
+    assert torch.equal(
+        network(prompted), network.decode_class_prompts(embeddings, (48, 48), prompts)
+    )
+    with pytest.raises(ValueError, match="give one of them"):
+        EncodedImages(
+            embeddings, (48, 48), prompts=prompts, prototypes=torch.zeros(2, 3)
+        )
 
 
 def test_each_class_gets_its_own_logits_and_gradients() -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from samnet.core import paths
+from samnet.core import methods, paths
+from samnet.core.paths import register_trainers
 from samnet.preprocessing.checks.dataset import check_dataset
 from samnet.preprocessing.intake.demo_dataset import write_demo_dataset
 
@@ -53,6 +54,30 @@ def test_wheel_installs_folders_as_samnet_subpackages(tmp_path: Path) -> None:
         "samnet_plan_and_train",
     ):
         assert f"{command} = " in text
+    # Every command is the main() of its own samnet.cli module.
+    targets = dict(line.split(" = ") for line in text.splitlines() if " = " in line)
+    assert len(targets) == len(COMMANDS)
+    for command, target in targets.items():
+        assert target == f"samnet.cli.{command.removeprefix('samnet_')}:main"
+
+
+COMMANDS = ("convert_msd", "convert_2d", "check_dataset", "demo_dataset", "plan")
+COMMANDS += ("plan_and_train", "train_fold", "pretrain", "compare", "predict")
+COMMANDS += ("export_msd", "validate_submission")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_runs_as_a_module(command: str) -> None:
+    """``python -m samnet.cli.NAME`` works as the console script does: nnU-Net starts its
+    workers with spawn, which imports that module again (without running ``main``)."""
+    run = subprocess.run(
+        [sys.executable, "-m", f"samnet.cli.{command}", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: samnet_")
 
 
 def test_unset_folders_default_to_samnet_data_and_are_announced_once(
@@ -114,10 +139,8 @@ def test_nnunet_finds_every_trainer_samnet_can_choose(
 ) -> None:
     """``nnUNetv2_train -tr`` and samnet's own runs look trainers up by name in
     ``nnUNet_extTrainer``: a trainer missing from the lookup folder fails only there."""
+    # nnunetv2 reads nnUNet_* at import: imported only once the test has set them
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    from samnet.core import methods
-    from samnet.core.paths import register_trainers
 
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     register_trainers()

@@ -17,10 +17,11 @@ from helpers import (
 
 from samnet.core.errors import SamnetError
 from samnet.core.sam_plan import SamPlan
+from samnet.planners.evidence import user_reason
 from samnet.planners.explain import decision_rows, describe_fingerprint, describe_peft
 from samnet.planners.hardware import Hardware
 from samnet.planners.modality import detect_modality
-from samnet.planners.rules import Planner, user_reason
+from samnet.planners.planner import Planner
 
 H100 = Hardware("cuda", 16, 128.0, "NVIDIA H100 80GB HBM3", 80.0, 50000.0)
 

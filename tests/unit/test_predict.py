@@ -145,6 +145,7 @@ def test_ensemble_of_two_models_averages_their_probabilities(
 def test_postprocessing_nnunet_determined_is_applied_or_its_absence_said(
     results: Path, tmp_path: Path, determined: bool
 ) -> None:
+    # nnunetv2 reads nnUNet_* at import: imported only once the test has set them
     from nnunetv2.postprocessing.remove_connected_components import (
         remove_all_but_largest_component_from_segmentation as keep_largest,
     )
@@ -326,7 +327,12 @@ def test_existing_output_is_kept_without_overwrite(
 
 
 def test_help_imports_nothing_heavy() -> None:
-    commands = ["samnet.cli.predict", "samnet.msd.export", "samnet.msd.validate"]
+    commands = ["samnet.cli.predict", "samnet.cli.export_msd"]
+    commands += [
+        "samnet.cli.validate_submission",
+        "samnet.msd.export",
+        "samnet.msd.validate",
+    ]
     assert heavy_imports(commands, ("torch", "nnunetv2", "nibabel")) == []
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import HIPPOCAMPUS_LIKE, SIZE, plan, tiny_sam
 
+from samnet.cli.plan import parse_arguments as plan_arguments
 from samnet.core.errors import SamnetError
 from samnet.models.backbones import build_sam, get_backbone
 from samnet.models.checkpoint_files import BaseWeights, identity_path
@@ -182,7 +183,7 @@ def test_pretraining_resumes_where_it_was_interrupted(tmp_path: Path) -> None:
 def test_plan_and_train_pretrains_when_the_plan_asks_and_no_run_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from samnet.cli.plan import parse_arguments as plan_arguments
+    # imports nnunetv2, which reads nnUNet_* at import: only once the test has set them
     from samnet.pipeline.plan_and_train import pretraining_planned
 
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))

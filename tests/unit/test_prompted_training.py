@@ -13,11 +13,11 @@ from samnet.core.errors import SamnetError
 from samnet.core.methods import PROMPTED_TRAINER, sam_method
 from samnet.models.network import (
     UNPROMPTED_LOGIT,
-    CachedInput,
+    EncodedImages,
     SamSegmentationNetwork,
 )
+from samnet.models.object_prompt import ObjectPrompt
 from samnet.models.peft import PeftConfig, apply_peft
-from samnet.prompting.simulated import ObjectPrompt
 
 CLASSES = 4
 BOX = ObjectPrompt(1, box=[4.0, 4.0, 20.0, 20.0])
@@ -47,7 +47,7 @@ def test_prompted_classes_get_their_mask_logit_the_others_nothing() -> None:
     assert (logits[1, 1:] == UNPROMPTED_LOGIT).all()
 
 
-def test_forward_follows_class_prompts_on_cached_embeddings_and_learns() -> None:
+def test_forward_follows_the_prompts_of_encoded_images_and_learns() -> None:
     torch.manual_seed(0)
     model = network()
     with torch.no_grad():
@@ -55,8 +55,8 @@ def test_forward_follows_class_prompts_on_cached_embeddings_and_learns() -> None
     target = torch.zeros(2, 1, 48, 48)
     target[0, 0, 4:20, 4:20] = 1
     target[1, 0, 25:40, 25:40] = 3
-    model.cached_input = CachedInput((48, 48))
-    model.class_prompts = [[BOX], [ObjectPrompt(3, box=[25.0, 25.0, 40.0, 40.0])]]
+    prompts = [[BOX], [ObjectPrompt(3, box=[25.0, 25.0, 40.0, 40.0])]]
+    prompted = EncodedImages(embeddings, (48, 48), prompts=prompts)
     loss_function = DC_and_CE_loss(
         {"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
         {},
@@ -69,14 +69,14 @@ def test_forward_follows_class_prompts_on_cached_embeddings_and_learns() -> None
     )
     losses = []
     for _ in range(30):
-        loss = loss_function(model(embeddings), target)
+        loss = loss_function(model(prompted), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    model.class_prompts = None
-    assert model(embeddings).shape == (2, CLASSES, 48, 48)  # prompt-free head again
+    prompt_free = EncodedImages(embeddings, (48, 48))
+    assert model(prompt_free).shape == (2, CLASSES, 48, 48)  # the prompt-free head
 
 
 def test_the_plan_records_the_prompt_kinds_and_trains_on_cached_embeddings() -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
+import torch
 from helpers import (
     GEOMETRY,
     REPORT_DATASET,
@@ -28,8 +30,9 @@ from helpers import (
     write_summary,
 )
 
+from samnet.cli.compare import main
 from samnet.evaluation.ensembles import NO_PROBABILITIES
-from samnet.evaluation.report import build_report, main, write_report
+from samnet.evaluation.report import build_report, write_report
 from samnet.evaluation.stats import paired_wilcoxon
 
 SAM = "nnUNetTrainerSAM__samnetPlans__sam_2d"
@@ -113,8 +116,6 @@ TRAINING_LOG = {
 @pytest.fixture
 def fixture_results(nnunet_folders: dict[str, Path]) -> Path:
     """SAM and the 2d baseline over folds 0 and 1, with training stats and logs on fold 0."""
-    import torch
-
     write_dataset_json(nnunet_folders["nnUNet_raw"])
     results = nnunet_folders["nnUNet_results"]
     sam = write_method(results, SAM, SAM_DICE)
@@ -325,7 +326,7 @@ def test_compare_without_results_is_a_clear_error(
 
 def test_compare_help_imports_nothing_heavy() -> None:
     code = (
-        "import sys, samnet.evaluation.report; "
+        "import sys, samnet.cli.compare; "
         "print([m for m in ('torch', 'nnunetv2', 'scipy', 'matplotlib') if m in sys.modules])"
     )
     run = subprocess.run(
@@ -371,8 +372,6 @@ def write_probability_method(
 @pytest.fixture
 def probability_results(nnunet_folders: dict[str, Path]) -> Path:
     """SAM finds class 1 only, the baseline class 2 only; their mean probabilities find both."""
-    import SimpleITK as sitk
-
     write_dataset_json(nnunet_folders["nnUNet_raw"])
     gt_folder = (
         nnunet_folders["nnUNet_preprocessed"] / REPORT_DATASET / "gt_segmentations"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from helpers import (
     GEOMETRY,
     write_dataset_json,
@@ -45,8 +46,6 @@ def with_stray_blob() -> np.ndarray:
 
 
 def write_image(array: np.ndarray, path: Path) -> None:
-    import SimpleITK as sitk
-
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
 

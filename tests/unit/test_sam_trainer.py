@@ -1,4 +1,4 @@
-"""The SAM trainers' pieces: schedule, trained-only checkpoints, cached input, frozen encoder.
+"""The SAM trainers' pieces: schedule, trained-only checkpoints, encoded input, frozen encoder.
 
 End to end through nnU-Net (training, resume, validation, nnU-Net's CLI) is in
 ``test_plan_and_train.py``.
@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from samnet.core.errors import SamnetError
+from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.lr_schedule import WarmupDecayLR, warmup_decay_factor
-from samnet.models.network import BASE_SHA256_KEY, CachedInput, build_network
+from samnet.models.network import (
+    BASE_SHA256_KEY,
+    EncodedImages,
+    SamSegmentationNetwork,
+    build_network,
+)
 from samnet.models.peft import PeftConfig, apply_peft
-from samnet.preprocessing.cache.encoder_prefix import split_image_encoder
+from samnet.trainers.cached_trainer import nnUNetTrainerSAMCached
+from samnet.trainers.distributed import DistributedTrainerMixin
+from samnet.trainers.progress import EpochProgressMixin
+from samnet.trainers.variants import training_variant
 
 INPUT_SIZE = 64
 PATCH = (40, 40)
-# The plans' PEFT for the CPU (cached) and prefix-cached modes (planners/rules.py).
+# The plans' PEFT for the CPU (cached) and prefix-cached modes (planners/modes.py, peft_rule).
 DECODER_ONLY = PeftConfig(
     method="full", parts=("decoder",), trainable_extra=("class_head",)
 )
@@ -32,7 +43,9 @@ LAST_STAGE_LORA = PeftConfig(
 )
 
 
-def adapted_network(config: PeftConfig, pretrained: bool = True):
+def adapted_network(
+    config: PeftConfig, pretrained: bool = True
+) -> SamSegmentationNetwork:
     """LiteMedSAM (real weights unless ``pretrained`` is False) for 1 channel, 3 classes."""
     network, _ = build_network("lite_medsam", 1, 3, INPUT_SIZE, pretrained=pretrained)
     return apply_peft(network, config)
@@ -108,7 +121,7 @@ def test_trained_state_of_another_peft_is_refused() -> None:
 
 
 @pytest.mark.parametrize("config", [DECODER_ONLY, LAST_STAGE_LORA])
-def test_cached_input_gives_the_logits_of_the_image(config: PeftConfig) -> None:
+def test_encoded_images_give_the_logits_of_the_image(config: PeftConfig) -> None:
     """The cached path (embeddings or prefix output in) equals the uncached one exactly."""
     network = adapted_network(config)
     perturb_trained(network, seed=2)
@@ -117,13 +130,12 @@ def test_cached_input_gives_the_logits_of_the_image(config: PeftConfig) -> None:
     with torch.no_grad():
         expected = network(image)
         if config is DECODER_ONLY:
-            cached, rest = network.encode(image), None
+            encoded = EncodedImages(network.encode(image), PATCH)
         else:
-            prefix, rest = split_image_encoder(encoder, 3)
+            prefix, _ = split_image_encoder(encoder, 3)
             cached = prefix(network.input_adapter(image))
-        network.cached_input = CachedInput(PATCH, rest)
-        assert torch.equal(network(cached), expected)
-    network.cached_input = None
+            encoded = EncodedImages(cached, PATCH, prefix_stages=3)
+        assert torch.equal(network(encoded), expected)
 
 
 def test_a_frozen_encoder_runs_without_autograd() -> None:
@@ -162,3 +174,58 @@ def test_cpu_inference_uses_a_fast_copy_of_the_frozen_encoder_made_once() -> Non
     with torch.no_grad():
         network.encode(image)
     assert not network._inference_encoder, "training mode runs the encoder itself"
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerSAMCached, nnUNetTrainer])
+def test_a_training_variant_is_the_same_trainer_to_nnunet(trainer_class: type) -> None:
+    """Same name and module (checkpoints name the trainer that predicts them); the
+    progress bar in front, DDP right above nnUNetTrainer so the trainer's hooks run."""
+    for distributed in (False, True):
+        variant = training_variant(trainer_class, distributed)
+        assert issubclass(variant, trainer_class)
+        assert variant.__name__ == trainer_class.__name__
+        assert variant.__module__ == trainer_class.__module__
+        order = variant.__mro__
+        assert order[1] is EpochProgressMixin
+        assert (DistributedTrainerMixin in order) == distributed
+        if distributed:
+            assert (
+                order.index(nnUNetTrainer) - order.index(DistributedTrainerMixin) == 1
+            )
+
+
+class EpochsOnly:
+    """What ``EpochProgressMixin`` reads of nnU-Net's trainer."""
+
+    num_epochs, current_epoch, configuration_name, fold = 4, 1, "sam_2d", 0
+
+    def __init__(self, local_rank: int) -> None:
+        self.local_rank = local_rank
+        values = {"train_losses": 0.5, "mean_fg_dice": 0.25}
+        self.logger = SimpleNamespace(get_value=lambda key, step: values[key])
+        self.epochs_ended = 0
+
+    def on_train_start(self) -> None:
+        pass
+
+    def on_epoch_end(self) -> None:
+        self.epochs_ended += 1
+
+    def on_train_end(self) -> None:
+        pass
+
+
+def test_the_progress_bar_counts_epochs_from_where_training_resumes() -> None:
+    trainer_class = type("nnUNetTrainerSAM", (EpochProgressMixin, EpochsOnly), {})
+    trainer = trainer_class(local_rank=0)
+    trainer.on_train_start()
+    trainer.on_epoch_end()
+    bar = trainer.epoch_bar
+    assert trainer.epochs_ended == 1
+    assert (bar.n, bar.total, bar.desc) == (2, 4, "sam_2d nnUNetTrainerSAM fold 0")
+    assert bar.postfix == "pseudo_dice=0.250, train_loss=0.500"
+    assert not bar.disable
+    trainer.on_train_end()
+    other_rank = trainer_class(local_rank=1)
+    other_rank.on_train_start()
+    assert other_rank.epoch_bar.disable

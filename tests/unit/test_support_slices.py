@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import CLASSES, PATCH, TRAINING, VALIDATION
+from helpers import CLASSES, HIPPOCAMPUS_LIKE, PATCH, TRAINING, VALIDATION, plan
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
@@ -55,11 +55,11 @@ def test_more_slices_than_labelled_is_refused_or_all_of_them(
     preprocessed: Path,
 ) -> None:
     dataset = nnUNetDatasetBlosc2(str(preprocessed), list(TRAINING))
-    plan = FewShotPlan(1000, seed=1)
+    too_many = FewShotPlan(1000, seed=1)
     with pytest.raises(SamnetError, match="more slices than"):
-        fold_support(plan, dataset, TRAINING, VALIDATION, CLASSES)
+        fold_support(too_many, dataset, TRAINING, VALIDATION, CLASSES)
     slices = fold_support(
-        plan, dataset, TRAINING, VALIDATION, CLASSES, at_most_available=True
+        too_many, dataset, TRAINING, VALIDATION, CLASSES, at_most_available=True
     )
     every_slice = {
         (case, z)
@@ -92,8 +92,6 @@ def trainer_with(few_shot: dict | None, trainer_class: type) -> SimpleNamespace:
     """What ``support_plan`` reads of a trainer: its plans and its shots factor."""
     configurations = {"2d": {}}
     if few_shot is not None:
-        from helpers import HIPPOCAMPUS_LIKE, plan
-
         sam = plan(HIPPOCAMPUS_LIKE, few_shot=few_shot["shots"]).sam.to_dict()
         configurations["sam_2d"] = {"sam": {**sam, "few_shot": few_shot}}
     plans = {"configurations": configurations}
