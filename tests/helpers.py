@@ -30,8 +30,6 @@ from samnet.planners.planner import Planner, PlanResult
 from samnet.preprocessing.intake.demo_dataset import write_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-
-
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -68,7 +66,6 @@ def demo_environment(
     root: Path, dataset_id: int, num_training: int, num_test: int
 ) -> dict[str, str]:
     """A demo dataset in ``root/raw`` and the environment for subprocesses that use it."""
-
     return subprocess_environment(
         root,
         lambda: write_demo_dataset(
@@ -79,23 +76,14 @@ def demo_environment(
 
 # The end-to-end demo trained once per session (test_plan_and_train, test_predict).
 TRAINED_DEMO_ID = 991
-
-
 TRAINED_DEMO = "Dataset991_SamnetDemo"
-
-
-TINY_BUDGET = ["--folds", "0", "--configurations", "2d", "--epochs", "2"]
-
-
-TINY_BUDGET += ["--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1"]
-
-
-TINY_BUDGET += ["--batch-size", "4", "--device", "cpu"]
 
 
 # SAM at 64 px: the encoder (embedding cache, validation) is most of an end-to-end run
 # on CPU, and a quarter of the pixels of the planned 128 px costs about a quarter.
-TINY_BUDGET += ["--input-size", "64"]
+TINY_BUDGET = ["--folds", "0", "--configurations", "2d", "--epochs", "2"]
+TINY_BUDGET += ["--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1"]
+TINY_BUDGET += ["--batch-size", "4", "--device", "cpu", "--input-size", "64"]
 
 
 def run_module(
@@ -128,7 +116,7 @@ def heavy_imports(modules: list[str], heavy: tuple[str, ...]) -> list[str]:
 VOLUME = (1, 6, 32, 40)
 
 
-# Shared by the tests of network and others.
+# A toy SAM for network-level tests.
 SIZE = 64
 
 
@@ -164,7 +152,7 @@ def tiny_sam(size: int = SIZE, patch: int = 8, dim: int = 32) -> Sam:
     return Sam(encoder, prompt_encoder, decoder)
 
 
-# Shared by the tests of planner_rules and others.
+# Fingerprints and a planner run on a laptop, for planning tests.
 LAPTOP = Hardware("cpu", 2, 24.0, None, None, 250.0)
 
 
@@ -216,7 +204,7 @@ def decision(result: PlanResult, what: str) -> dict:
     return next(d for d in result.sam.to_dict()["decisions"] if d["what"] == what)
 
 
-# Shared by the tests of fewshot and others.
+# The few-shot support fixture: classes, patch and the fold's cases.
 PATCH = (32, 32)
 
 
@@ -229,7 +217,7 @@ TRAINING = ["case0", "case1", "case2", "case3"]
 VALIDATION = ["case4"]
 
 
-# Shared by the tests of predict and others.
+# A trained-looking results folder whose models are fakes, for prediction tests.
 PREDICT_DATASET = "Dataset321_PredictFixture"
 
 
@@ -316,7 +304,7 @@ class FakeModel:
                 Path(output + ".pkl").write_bytes(pickle.dumps(properties))
 
 
-# Shared by the tests of report and others.
+# Validation summaries and model files as nnU-Net writes them, for report tests.
 REPORT_DATASET = "Dataset123_Fixture"
 
 
