@@ -1,1 +1,1 @@
-"""Dataset intake: converters into nnU-Net's raw format, the dataset checker and the demo dataset."""
+"""Preprocessing around nnU-Net's own: intake of raw data, dataset checks, the embedding cache."""

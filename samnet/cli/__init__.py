@@ -1,0 +1,1 @@
+"""The commands: argparse and ``main`` only, one module per console script."""

@@ -1,0 +1,1 @@
+"""What every stage shares: errors, nnU-Net's folders, on-disk names, datasets, plan schema."""

@@ -1,0 +1,1 @@
+"""The comparison report: per-case results, statistics, ensembles, postprocessing, figures."""

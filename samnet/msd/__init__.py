@@ -1,0 +1,1 @@
+"""Medical Segmentation Decathlon submissions: export with the images' geometry, validate, zip."""

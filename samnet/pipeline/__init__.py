@@ -1,0 +1,1 @@
+"""The typed functions the commands call: plan and preprocess, budgets, train, launch, report."""
