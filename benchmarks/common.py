@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,6 +17,47 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / "work"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class RealDataset:
+    """A dataset of ../shared/data as the benchmarks convert and train it.
+
+    Attributes:
+      dataset: the nnU-Net dataset the conversion writes.
+      convert: ``python -m`` arguments of the conversion.
+      baseline: the nnU-Net 2d configuration SAM is compared with on CPU (``2d_lowres``:
+        nnU-Net's 2d U-Net at the spacing SAM sees, where the native 2d patch is too
+        large for a CPU).
+      batch_size: the CPU batch of SAM and that baseline.
+    """
+
+    dataset: str
+    convert: tuple[str, ...]
+    baseline: str
+    batch_size: int
+
+
+_CXR = SHARED_DATA / "CXR_Lungs"
+DATASETS = {
+    "hippocampus": RealDataset(
+        "Dataset004_Hippocampus",
+        ("samnet.cli.convert_msd", str(SHARED_DATA / "Task04_Hippocampus")),
+        "2d",
+        32,
+    ),
+    "cxr": RealDataset(
+        "Dataset501_CXRLungs",
+        (
+            "samnet.cli.convert_2d",
+            *("--images", str(_CXR / "images"), "--labels", str(_CXR / "labels")),
+            *("--name", "CXRLungs", "--id", "501", "--modality", "X-ray"),
+            *("--label-names", "background,right_lung,left_lung"),
+        ),
+        "2d_lowres",
+        4,
+    ),
+}
 
 
 def cpu_model() -> str:
@@ -68,3 +110,9 @@ def write_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def ensure_raw(real: RealDataset, environment: dict[str, str]) -> None:
+    """Convert the shared data into ``nnUNet_raw`` once."""
+    if not (Path(environment["nnUNet_raw"]) / real.dataset).exists():
+        run_command([sys.executable, "-m", *real.convert], environment)

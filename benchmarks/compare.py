@@ -15,10 +15,9 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from common import RESULTS, machine, run_command, work_environment
+from common import DATASETS, RESULTS, ensure_raw, machine, run_command, work_environment
 
 
 def comparison_arguments(
@@ -42,23 +41,17 @@ def comparison_arguments(
     return parser.parse_args()
 
 
-def run_comparison(
-    name: str,
-    dataset: str,
-    convert: Sequence[str],
-    args: argparse.Namespace,
-) -> Path:
+def run_comparison(name: str, args: argparse.Namespace) -> Path:
     """Convert (once), train and validate every method on every fold, save the report.
 
     Arguments:
-      name: the results' name, e.g. "hippocampus".
-      dataset: the nnU-Net dataset name the conversion writes.
-      convert: the conversion command (run when the raw dataset is absent).
+      name: a key of ``common.DATASETS``, also the results' name, e.g. "hippocampus".
       args: ``comparison_arguments``' budget.
     """
     environment = work_environment("compare")
-    if not (Path(environment["nnUNet_raw"]) / dataset).exists():
-        run_command([sys.executable, "-m", *convert], environment)
+    real = DATASETS[name]
+    dataset = real.dataset
+    ensure_raw(real, environment)
     budget = {
         "epochs": args.epochs,
         "iterations_per_epoch": args.iterations_per_epoch,

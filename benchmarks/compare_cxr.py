@@ -16,10 +16,8 @@ cache 3 min; SAM 3 min of training and 1 min of validation a fold; nnU-Net 2d_lo
 11-13 min of training and 1 min of validation a fold).
 """
 
-from common import SHARED_DATA
 from compare import comparison_arguments, run_comparison
 
-DATASET_ID = 501
 CPU_DEFAULTS = {
     "epochs": 5,
     "iterations_per_epoch": 50,
@@ -28,18 +26,4 @@ CPU_DEFAULTS = {
 }
 
 if __name__ == "__main__":
-    data = SHARED_DATA / "CXR_Lungs"
-    convert = [
-        "samnet.cli.convert_2d",
-        "--images",
-        str(data / "images"),
-    ]
-    convert += ["--labels", str(data / "labels"), "--name", "CXRLungs"]
-    convert += ["--id", str(DATASET_ID), "--modality", "X-ray"]
-    convert += ["--label-names", "background,right_lung,left_lung"]
-    run_comparison(
-        "cxr",
-        f"Dataset{DATASET_ID:03d}_CXRLungs",
-        convert,
-        comparison_arguments(__doc__.splitlines()[0], CPU_DEFAULTS),
-    )
+    run_comparison("cxr", comparison_arguments(__doc__.splitlines()[0], CPU_DEFAULTS))

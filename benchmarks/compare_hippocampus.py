@@ -5,7 +5,6 @@
 See ``compare.py``; results in ``benchmarks/results/compare_hippocampus_<cpu|gpu>/``.
 """
 
-from common import SHARED_DATA
 from compare import comparison_arguments, run_comparison
 
 # 250 steps per fold and method, of 32 slices (SAM, nnU-Net 2d) or 2 patches of
@@ -20,11 +19,5 @@ CPU_DEFAULTS = {
 
 if __name__ == "__main__":
     run_comparison(
-        "hippocampus",
-        "Dataset004_Hippocampus",
-        [
-            "samnet.cli.convert_msd",
-            str(SHARED_DATA / "Task04_Hippocampus"),
-        ],
-        comparison_arguments(__doc__.splitlines()[0], CPU_DEFAULTS),
+        "hippocampus", comparison_arguments(__doc__.splitlines()[0], CPU_DEFAULTS)
     )

@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 from common import (
+    DATASETS,
     RESULTS,
-    SHARED_DATA,
     WORK,
+    ensure_raw,
     machine,
     run_command,
     work_environment,
@@ -64,30 +65,6 @@ FOLD_FILES = (
     "support_slices.json",
     "samnet_fold_stats.json",
 )
-CXR = SHARED_DATA / "CXR_Lungs"
-# name: (dataset, conversion command, the 2d configuration nnU-Net trains on, batch)
-DATASETS = {
-    "hippocampus": (
-        "Dataset004_Hippocampus",
-        [
-            "samnet.cli.convert_msd",
-            str(SHARED_DATA / "Task04_Hippocampus"),
-        ],
-        "2d",
-        32,
-    ),
-    "cxr": (
-        "Dataset501_CXRLungs",
-        [
-            "samnet.cli.convert_2d",
-            *("--images", str(CXR / "images"), "--labels", str(CXR / "labels")),
-            *("--name", "CXRLungs", "--id", "501", "--modality", "X-ray"),
-            *("--label-names", "background,right_lung,left_lung"),
-        ],
-        "2d_lowres",
-        4,
-    ),
-}
 
 
 def arguments() -> argparse.Namespace:
@@ -297,12 +274,16 @@ def main() -> None:
     )
     for name in args.datasets:
         start = time.perf_counter()
-        dataset, convert, configuration, batch_size = DATASETS[name]
+        real = DATASETS[name]
+        dataset, configuration, batch_size = (
+            real.dataset,
+            real.baseline,
+            real.batch_size,
+        )
         budget = ["--epochs", str(args.epochs), "--iterations-per-epoch"]
         budget += [str(args.iterations_per_epoch), "--batch-size"]
         budget.append(str(args.batch_size or batch_size))
-        if not (Path(environment["nnUNet_raw"]) / dataset).exists():
-            run_command([sys.executable, "-m", *convert], environment)
+        ensure_raw(real, environment)
         train = [
             sys.executable,
             "-m",

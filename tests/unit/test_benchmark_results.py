@@ -35,3 +35,22 @@ def test_few_shot_summary_is_recomputed_exactly_from_the_kept_folds(
         summaries[name] = fewshot.summarize(scores, shots, seeds)
         assert summaries[name] == dataset["summary"]
     assert fewshot.markdown(summaries) == (RESULTS / "fewshot_cpu.md").read_text()
+
+
+def test_convergence_is_the_first_budget_that_doubling_no_longer_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    convergence = importlib.import_module("convergence")
+
+    def runs(*dice: float) -> list[dict]:
+        return [
+            {"optimizer_steps": 1200 * 2**i, "dice": {"foreground": d}}
+            for i, d in enumerate(dice)
+        ]
+
+    assert convergence.converged_at(runs(0.80, 0.84, 0.843), 0.005) == 2400
+    assert convergence.converged_at(runs(0.80, 0.84, 0.86), 0.005) is None
+    # A doubling that loses Dice also says more steps buy nothing.
+    assert convergence.converged_at(runs(0.85, 0.84), 0.005) == 1200
+    assert convergence.converged_at(runs(0.85), 0.005) is None
