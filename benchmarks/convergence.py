@@ -153,15 +153,22 @@ def main() -> None:
     epochs = args.epochs
     for _ in range(args.max_doublings + 1):
         runs.append(train_budget(args, epochs, environment))
+        # Written after every budget: a sweep stopped later keeps what it measured.
+        write_sweep(args, real.dataset, f"nnU-Net {real.baseline}", runs)
         if converged_at(runs, args.tolerance) is not None:
             break
         epochs *= 2
+
+
+def write_sweep(
+    args: argparse.Namespace, dataset: str, method: str, runs: list[dict]
+) -> None:
     host = machine()
     result = {
         "benchmark": "convergence",
         "machine": host,
-        "dataset": real.dataset,
-        "method": f"nnU-Net {real.baseline}",
+        "dataset": dataset,
+        "method": method,
         "fold": args.fold,
         "tolerance": args.tolerance,
         "metric": "mean foreground Dice of the fold's validation cases (nnU-Net's)",
