@@ -10,6 +10,9 @@ SAM_CONFIGURATION = "sam_2d"
 LOWRES_2D_CONFIGURATION = "2d_lowres"
 # nnU-Net's default plans identifier: SAMPlanner's nnU-Net configurations reuse its data.
 BASELINE_PLANS = "nnUNetPlans"
+# nnU-Net's residual-encoder M preset (nnUNetPlannerResEncM); its 2d and 3d_fullres reuse
+# BASELINE_PLANS' data.
+RESENC_M_PLANS = "nnUNetResEncUNetMPlans"
 
 # Files in a fold folder, nnUNet_results/DATASET/TRAINER__PLANS__CONFIGURATION/fold_k/.
 # Written by samnet.pipeline.train_fold into each fold folder; read by the report.
@@ -18,6 +21,9 @@ FOLD_BUDGET_FILE = "samnet_budget.json"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 FEW_SHOT_SUPPORT_FILE = "fewshot_support.json"
 SUPPORT_SLICES_FILE = "support_slices.json"
+# The report's NSD and HD95 of the fold's validation cases (samnet.evaluation.surface);
+# an ensemble folder in ENSEMBLES_FOLDER holds one too.
+SURFACE_METRICS_FILE = "samnet_surface_metrics.json"
 
 # Folders and files samnet writes in nnUNet_results/DATASET/.
 REPORT_FOLDER = "samnet_report"

@@ -10,9 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from samnet.core.errors import SamnetError
+from samnet.core.layout import BASELINE_PLANS, RESENC_M_PLANS
 
 METHOD_KINDS = ("sam", "nnunet", "support")
 DEFAULT_METHOD_KINDS = ("sam", "nnunet")
+# The nnU-Net plans a baseline trains on, by --baselines name: nnU-Net's default planner's
+# and its residual-encoder M preset's (nnUNetPlannerResEncM).
+BASELINES = {"default": BASELINE_PLANS, "resenc_m": RESENC_M_PLANS}
+DEFAULT_BASELINES = ("default",)
 FOLDS = range(5)
 LAUNCHERS = ("local", "torchrun", "slurm")
 
@@ -62,6 +67,8 @@ class PlanAndTrainOptions:
       configurations: nnU-Net configurations of the baselines (None: 2d and 3d_fullres if
         planned); ``2d_lowres`` is nnU-Net's 2d U-Net on SAM's data.
       methods: ``METHOD_KINDS`` to train.
+      baselines: ``BASELINES`` whose plans the nnU-Net baselines train on, each on every
+        configuration.
       budget: the budget every method of a dimensionality shares.
       npz: keep validation probabilities (the report's ensembles need them).
       device: ``auto``, ``cpu`` or ``cuda``.
@@ -72,6 +79,7 @@ class PlanAndTrainOptions:
     folds: tuple[int, ...] = tuple(FOLDS)
     configurations: tuple[str, ...] | None = None
     methods: tuple[str, ...] = DEFAULT_METHOD_KINDS
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
     budget: BudgetOptions = BudgetOptions()
     npz: bool = False
     device: str = "auto"
@@ -86,12 +94,25 @@ class PlanAndTrainOptions:
                 f"unknown method in {list(self.methods)}",
                 f"choose from {', '.join(METHOD_KINDS)}",
             )
+        if not self.baselines or not set(self.baselines) <= set(BASELINES):
+            raise SamnetError(
+                None,
+                f"unknown or no baseline in {list(self.baselines)}",
+                f"choose from {', '.join(BASELINES)}",
+            )
         if not set(self.folds) <= set(FOLDS):
             raise SamnetError(
                 None,
                 f"unknown fold in {list(self.folds)}",
                 f"choose from {', '.join(map(str, FOLDS))}",
             )
+
+    @property
+    def baseline_plans(self) -> tuple[str, ...]:
+        """The plans identifiers of ``baselines``, nnU-Net's default first."""
+        return tuple(
+            plans for name, plans in BASELINES.items() if name in self.baselines
+        )
 
 
 @dataclass(frozen=True)

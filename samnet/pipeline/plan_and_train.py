@@ -15,7 +15,12 @@ from typing import Any
 from samnet.core.datasets import Dataset
 from samnet.core.devices import resolve_device
 from samnet.core.errors import SamnetError
-from samnet.core.layout import LOWRES_2D_CONFIGURATION, SAM_CONFIGURATION, SAM_PLANS
+from samnet.core.layout import (
+    BASELINE_PLANS,
+    LOWRES_2D_CONFIGURATION,
+    SAM_CONFIGURATION,
+    SAM_PLANS,
+)
 from samnet.core.methods import (
     BASELINE_TRAINER,
     CPU_EPOCHS,
@@ -33,7 +38,13 @@ from samnet.core.sam_plan import SamPlan
 from samnet.evaluation.report import write_report
 from samnet.pipeline.launchers import FoldRun, launch
 from samnet.pipeline.options import BudgetOptions, PlanAndTrainOptions, PretrainOptions
-from samnet.pipeline.planning import plan_and_preprocess, plan_sam, preprocess
+from samnet.pipeline.planning import (
+    BASELINE_PLANNERS,
+    data_folders,
+    plan_baselines,
+    plan_sam,
+    preprocess,
+)
 from samnet.pipeline.pretrain import continue_pretraining
 from samnet.preprocessing.checks.dataset import check_dataset
 from samnet.pretraining.identity import finished_pretrained_bases
@@ -87,13 +98,15 @@ def lowres_baseline(sam_plans: Path, sam_configurations: dict) -> Method:
 
 
 def reference_2d(baselines: list[Method], plans_identifier: str) -> Method:
-    """The 2d baseline whose budget SAM gets: the first 2d one trained, else nnU-Net's 2d."""
+    """The 2d baseline whose budget SAM gets: the first 2d one of ``baselines``, else
+    nnU-Net's 2d of ``plans_identifier``."""
     baselines_2d = [m for m in baselines if is_2d_baseline(m)]
     return (baselines_2d or [Method(BASELINE_TRAINER, plans_identifier, "2d")])[0]
 
 
 def is_2d_baseline(method: Method) -> bool:
-    """nnU-Net's 2d U-Net, at its own spacing or at SAM's: trained with SAM's budget."""
+    """A 2d U-Net of nnU-Net (of any plans, or 2d_lowres at SAM's spacing): trained with
+    SAM's budget."""
     return method.configuration in ("2d", LOWRES_2D_CONFIGURATION)
 
 
@@ -125,41 +138,72 @@ def pretraining_planned(sam_plans: Path, dataset_name: str) -> bool:
 
 def plan_everything(
     dataset: Dataset, options: PlanAndTrainOptions, overrides: dict[str, Any]
-) -> tuple[str, list[str], Path]:
-    """Plan and preprocess nnU-Net's configurations and SAM's, pre-training first where the
-    SAM plan asks; returns nnU-Net's plans identifier, its preprocessed configurations and
-    the SAM plans file."""
+) -> tuple[dict[str, list[str]], Path]:
+    """Plan and preprocess the baselines' nnU-Net configurations and SAM's, pre-training
+    first where the SAM plan asks; returns the preprocessed configurations by plans
+    identifier and the SAM plans file.
+
+    nnU-Net's default plans are always made: SAM's budget follows their 2d U-Net
+    (``reference_2d``), and ResEnc's 2d and 3d_fullres read their data.
+    """
+    planned = dict.fromkeys((BASELINE_PLANS, *options.baseline_plans))
     # 2d_lowres lives in the SAM plans (it is trained on sam_2d's data); the rest in nnU-Net's.
-    plans_identifier, configurations = plan_and_preprocess(
+    baseline_plans = plan_baselines(
         dataset,
+        [BASELINE_PLANNERS[p] for p in planned],
         None
         if options.configurations is None
         else [c for c in options.configurations if c != LOWRES_2D_CONFIGURATION],
-        overwrite=options.overwrite,
+        options.overwrite,
     )
     sam_plans = plan_sam(dataset, options.device, overrides, options.overwrite)
-    preprocess(dataset, SAM_PLANS, [SAM_CONFIGURATION], options.overwrite)
+    # sam_2d reads nnU-Net's 2d data where SAM keeps its spacing: preprocessed just above.
+    written = data_folders(dataset, baseline_plans)
+    preprocess(dataset, SAM_PLANS, [SAM_CONFIGURATION], options.overwrite, written)
     if "sam" in options.methods and pretraining_planned(sam_plans, dataset.name):
         continue_pretraining(dataset, PretrainOptions(device=options.device))
         # Re-plan: the planner now finds the new weights and fine-tunes them.
         sam_plans = plan_sam(dataset, options.device, overrides, overwrite=True)
-    return plans_identifier, configurations, sam_plans
+    return baseline_plans, sam_plans
+
+
+def chosen_baselines(
+    options: PlanAndTrainOptions,
+    baseline_plans: dict[str, list[str]],
+    sam_plans: Path,
+    sam_configurations: dict,
+) -> tuple[list[Method], Method]:
+    """nnU-Net's trainer on each configuration of each chosen plans (nnU-Net's default
+    first, 2d_lowres after them where asked), and the 2d baseline whose budget SAM gets.
+
+    Only nnU-Net's default 2d U-Net (at its spacing or at SAM's) is that reference: adding
+    another plans' baselines changes no budget.
+    """
+    baselines = []
+    if BASELINE_PLANS in options.baseline_plans:
+        baselines = baseline_methods(BASELINE_PLANS, baseline_plans[BASELINE_PLANS])
+    if LOWRES_2D_CONFIGURATION in (options.configurations or ()):
+        baselines.append(lowres_baseline(sam_plans, sam_configurations))
+    reference = reference_2d(baselines, BASELINE_PLANS)
+    for plans in options.baseline_plans:
+        if plans != BASELINE_PLANS:
+            baselines += baseline_methods(plans, baseline_plans[plans])
+    return baselines, reference
 
 
 def fold_runs(
     dataset: Dataset,
     options: PlanAndTrainOptions,
-    plans_identifier: str,
-    configurations: list[str],
+    baseline_plans: dict[str, list[str]],
     sam_plans: Path,
     on_cpu: bool,
 ) -> list[FoldRun]:
     """Every chosen method on every fold, with its budget."""
     sam_configurations = json.loads(sam_plans.read_text())["configurations"]
     sam_block = sam_configurations[SAM_CONFIGURATION]["sam"]
-    baselines = baseline_methods(plans_identifier, configurations)
-    if LOWRES_2D_CONFIGURATION in (options.configurations or ()):
-        baselines.append(lowres_baseline(sam_plans, sam_configurations))
+    baselines, reference = chosen_baselines(
+        options, baseline_plans, sam_plans, sam_configurations
+    )
     few_shot = sam_block.get("few_shot") is not None
     sam = sam_method(SAM_PLANS, SAM_CONFIGURATION, sam_block)
     if few_shot and "sam" in options.methods:
@@ -167,7 +211,6 @@ def fold_runs(
         print(f"samnet: few-shot mode: {reason['because']}")
     # SAM, every 2d baseline and the support-slice baselines get exactly the reference's
     # budget: the same optimizer steps of the same batch size.
-    reference = reference_2d(baselines, plans_identifier)
     budget_2d = budget_for(reference, dataset, options.budget, on_cpu)
     chosen = [sam] if "sam" in options.methods else []
     if "support" in options.methods:
@@ -193,16 +236,9 @@ def plan_and_train(
     """
     device = resolve_device(options.device)
     require_valid_dataset(dataset.raw)
-    plans_identifier, configurations, sam_plans = plan_everything(
-        dataset, options, overrides
-    )
+    baseline_plans, sam_plans = plan_everything(dataset, options, overrides)
     runs = fold_runs(
-        dataset,
-        options,
-        plans_identifier,
-        configurations,
-        sam_plans,
-        on_cpu=device.type == "cpu",
+        dataset, options, baseline_plans, sam_plans, on_cpu=device.type == "cpu"
     )
     if not launch(
         dataset, runs, device, options.launch, options.npz, options.overwrite

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
     ExperimentPlanner,
+)
+from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
+    nnUNetPlannerResEncM,
 )
 from nnunetv2.experiment_planning.plan_and_preprocess_api import (
     extract_fingerprint_dataset,
@@ -23,25 +26,54 @@ from nnunetv2.experiment_planning.plan_and_preprocess_api import (
 
 from samnet.core.datasets import Dataset
 from samnet.core.errors import SamnetError
-from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
+from samnet.core.layout import (
+    BASELINE_PLANS,
+    RESENC_M_PLANS,
+    SAM_CONFIGURATION,
+    SAM_PLANS,
+)
 from samnet.core.paths import DEFAULT_PROCESSES
 from samnet.planners.hardware import detect_hardware
 from samnet.planners.sam_planner import SAMPlanner
+
+# nnU-Net's planner of each plans identifier a baseline can train on
+# (samnet.pipeline.options.BASELINES).
+BASELINE_PLANNERS: dict[str, type[ExperimentPlanner]] = {
+    BASELINE_PLANS: ExperimentPlanner,
+    RESENC_M_PLANS: nnUNetPlannerResEncM,
+}
 
 
 def planned_configurations(plans_file: Path) -> list[str]:
     return sorted(json.loads(plans_file.read_text())["configurations"])
 
 
+def data_identifier(dataset: Dataset, plans_identifier: str, configuration: str) -> str:
+    """The ``nnUNet_preprocessed/DATASET/`` folder that holds ``configuration``'s data;
+    several plans can share one (nnU-Net's default and ResEnc plans for 2d and 3d_fullres)."""
+    plans = json.loads(dataset.plans_file(plans_identifier).read_text())
+    return plans["configurations"][configuration]["data_identifier"]
+
+
+def data_folders(dataset: Dataset, preprocessed: dict[str, list[str]]) -> set[str]:
+    """The data identifiers of the configurations ``preprocessed`` lists by plans identifier."""
+    return {
+        data_identifier(dataset, plans_identifier, configuration)
+        for plans_identifier, configurations in preprocessed.items()
+        for configuration in configurations
+    }
+
+
 def is_preprocessed(
     dataset: Dataset, plans_identifier: str, configuration: str
 ) -> bool:
     """True when every training case of ``configuration`` has its preprocessed properties file."""
-    plans = json.loads(dataset.plans_file(plans_identifier).read_text())
-    data_identifier = plans["configurations"][configuration]["data_identifier"]
+    folder = dataset.preprocessed / data_identifier(
+        dataset, plans_identifier, configuration
+    )
     dataset_json = dataset.preprocessed / "dataset.json"
     expected = json.loads(dataset_json.read_text())["numTraining"]
-    return len(list((dataset.preprocessed / data_identifier).glob("*.pkl"))) == expected
+    return len(list(folder.glob("*.pkl"))) == expected
 
 
 def plan_and_preprocess(
@@ -55,13 +87,38 @@ def plan_and_preprocess(
     ``configurations`` None means every 2d/3d_fullres configuration the planner made.
     Returns the plans identifier and the configurations that were preprocessed.
     """
+    planner = planner_class or ExperimentPlanner
+    ((plans_identifier, preprocessed),) = plan_baselines(
+        dataset, [planner], configurations, overwrite
+    ).items()
+    return plans_identifier, preprocessed
+
+
+def plan_baselines(
+    dataset: Dataset,
+    planners: Sequence[Callable[..., Any]],
+    configurations: list[str] | None,
+    overwrite: bool = False,
+) -> dict[str, list[str]]:
+    """Plan with each of nnU-Net's ``planners`` (classes, e.g. ``BASELINE_PLANNERS``'
+    values) and preprocess ``configurations`` of each plans; a data folder that several
+    plans share is preprocessed once, also with ``overwrite``.
+
+    ``configurations`` None means every 2d/3d_fullres configuration each planner made.
+    Returns the preprocessed configurations by plans identifier, in the planners' order.
+    """
     ensure_fingerprint(dataset, overwrite)
-    _, plans_identifier = plan_experiment_dataset(
-        dataset.id, planner_class or ExperimentPlanner
-    )
-    return plans_identifier, preprocess(
-        dataset, plans_identifier, configurations, overwrite
-    )
+    written: set[str] = set()
+    preprocessed = {}
+    for planner in planners:
+        _, plans_identifier = plan_experiment_dataset(dataset.id, planner)
+        preprocessed[plans_identifier] = preprocess(
+            dataset, plans_identifier, configurations, overwrite, written
+        )
+        written |= data_folders(
+            dataset, {plans_identifier: preprocessed[plans_identifier]}
+        )
+    return preprocessed
 
 
 def ensure_fingerprint(dataset: Dataset, overwrite: bool) -> None:
@@ -77,10 +134,13 @@ def preprocess(
     plans_identifier: str,
     configurations: list[str] | None,
     overwrite: bool = False,
+    written: Collection[str] = (),
 ) -> list[str]:
     """Preprocess the planned ``configurations`` not yet preprocessed; returns them.
 
     ``configurations`` None means every 2d/3d_fullres configuration that was planned.
+    Data folders in ``written`` (preprocessed for other plans in this run) are kept,
+    also with ``overwrite``.
     """
     plans_file = dataset.plans_file(plans_identifier)
     available = planned_configurations(plans_file)
@@ -96,7 +156,8 @@ def preprocess(
     todo = [
         c
         for c in configurations
-        if overwrite or not is_preprocessed(dataset, plans_identifier, c)
+        if data_identifier(dataset, plans_identifier, c) not in written
+        and (overwrite or not is_preprocessed(dataset, plans_identifier, c))
     ]
     if todo:
         processes = int(DEFAULT_PROCESSES)

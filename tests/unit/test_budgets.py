@@ -11,9 +11,10 @@ from samnet.cli.plan_and_train import options_from, parse_arguments
 from samnet.core.datasets import Dataset
 from samnet.core.errors import SamnetError
 from samnet.core.methods import Method
-from samnet.pipeline.options import BudgetOptions
+from samnet.pipeline.options import BudgetOptions, PlanAndTrainOptions
 from samnet.pipeline.plan_and_train import (
     budget_for,
+    fold_runs,
     reference_2d,
     support_baselines,
 )
@@ -22,6 +23,9 @@ DATASET = Dataset(321, "Dataset321_Budget")
 TWO_D = Method("nnUNetTrainer", "nnUNetPlans", "2d")
 THREE_D = Method("nnUNetTrainer", "nnUNetPlans", "3d_fullres")
 LOWRES = Method("nnUNetTrainer", "samnetPlans", "2d_lowres")
+RESENC_2D = Method("nnUNetTrainer", "nnUNetResEncUNetMPlans", "2d")
+RESENC_3D = Method("nnUNetTrainer", "nnUNetResEncUNetMPlans", "3d_fullres")
+SAM = Method("nnUNetTrainerSAMCached", "samnetPlans", "sam_2d")
 
 
 @pytest.fixture
@@ -35,12 +39,37 @@ def plans(nnunet_folders: dict[str, Path]) -> Path:
     (folder / "nnUNetPlans.json").write_text(
         json.dumps({"configurations": configurations})
     )
+    # nnUNetPlannerResEncM's batch sizes on Hippocampus: it may cover the whole dataset.
+    resenc = {
+        "2d": {"patch_size": [56, 40], "batch_size": 1618},
+        "3d_fullres": {"patch_size": [40, 56, 40], "batch_size": 58},
+    }
+    (folder / "nnUNetResEncUNetMPlans.json").write_text(
+        json.dumps({"configurations": resenc})
+    )
+    sam_block = {"encoder_mode": "cached", "few_shot": None, "prompts": None}
+    sam = {"sam_2d": {"patch_size": [256, 256], "batch_size": 8, "sam": sam_block}}
+    (folder / "samnetPlans.json").write_text(json.dumps({"configurations": sam}))
     return folder
+
+
+def options(*arguments: str) -> PlanAndTrainOptions:
+    """What samnet_plan_and_train's command line asks for."""
+    return options_from(parse_arguments([DATASET.name, *arguments]))
 
 
 def asked(*arguments: str) -> BudgetOptions:
     """The budget samnet_plan_and_train's command line asks for."""
-    return options_from(parse_arguments([DATASET.name, *arguments])).budget
+    return options(*arguments).budget
+
+
+def budgets(asked_for: PlanAndTrainOptions, plans: Path, on_cpu: bool) -> dict:
+    """The budget of each method fold_runs trains on fold 0, by method, in its order."""
+    preprocessed = {p: ["2d", "3d_fullres"] for p in asked_for.baseline_plans}
+    runs = fold_runs(
+        DATASET, asked_for, preprocessed, plans / "samnetPlans.json", on_cpu
+    )
+    return {run.method: run.budget for run in runs if run.fold == 0}
 
 
 def test_cpu_defaults_cap_the_batch_per_dimensionality(plans: Path) -> None:
@@ -78,3 +107,45 @@ def test_support_baselines_only_with_a_few_shot_plan() -> None:
     ]
     with pytest.raises(SamnetError, match="not few-shot"):
         support_baselines(Path("samnetPlans.json"), False, "2d")
+
+
+def test_baselines_are_nnunets_default_plans_unless_asked() -> None:
+    assert options().baselines == ("default",)
+    assert options().baseline_plans == ("nnUNetPlans",)
+    # Given in any order, nnU-Net's default plans come first.
+    both = options("--baselines", "resenc_m", "default")
+    assert both.baseline_plans == ("nnUNetPlans", "nnUNetResEncUNetMPlans")
+    assert options("--baselines", "resenc_m").baseline_plans == (
+        "nnUNetResEncUNetMPlans",
+    )
+    with pytest.raises(SystemExit):
+        options("--baselines", "resenc_xxl")
+    with pytest.raises(SamnetError, match="choose from default, resenc_m"):
+        PlanAndTrainOptions(baselines=())
+
+
+def test_default_run_trains_what_it_always_did(plans: Path) -> None:
+    assert list(budgets(options(), plans, on_cpu=True)) == [SAM, TWO_D, THREE_D]
+
+
+def test_resenc_trains_every_configuration_with_the_budget_rules_of_the_others(
+    plans: Path,
+) -> None:
+    # On a GPU the plans' batch sizes differ (292 and 1618 in 2d): 2d follows nnU-Net's
+    # default 2d U-Net like SAM, 3d its own plans.
+    chosen = budgets(options("--baselines", "default", "resenc_m"), plans, False)
+    assert list(chosen) == [SAM, TWO_D, THREE_D, RESENC_2D, RESENC_3D]
+    assert chosen[RESENC_2D] == chosen[TWO_D] == chosen[SAM]
+    assert chosen[RESENC_2D].batch_size == 292
+    assert (chosen[RESENC_3D].batch_size, chosen[THREE_D].batch_size) == (58, 7)
+    assert chosen[RESENC_3D].optimizer_steps == chosen[TWO_D].optimizer_steps
+    on_cpu = budgets(options("--baselines", "default", "resenc_m"), plans, True)
+    assert on_cpu[RESENC_2D] == on_cpu[SAM] and on_cpu[RESENC_2D].batch_size == 32
+    assert on_cpu[RESENC_3D] == on_cpu[THREE_D] and on_cpu[RESENC_3D].batch_size == 2
+
+
+def test_resenc_alone_leaves_sams_budget_as_it_was(plans: Path) -> None:
+    alone = budgets(options("--baselines", "resenc_m"), plans, on_cpu=False)
+    assert list(alone) == [SAM, RESENC_2D, RESENC_3D]
+    assert alone[SAM] == budgets(options(), plans, on_cpu=False)[SAM]
+    assert alone[RESENC_2D] == alone[SAM] and alone[SAM].batch_size == 292

@@ -1,0 +1,156 @@
+"""nnU-Net's residual-encoder preset as a baseline: planned by nnU-Net's own planner, its
+data shared with nnU-Net's default plans, and reported, ensembled and ranked like any method."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from helpers import (
+    GEOMETRY,
+    REPORT_DATASET,
+    write_dataset_json,
+    write_model_files,
+    write_summary,
+)
+from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
+    nnUNetPlannerResEncM,
+)
+
+from samnet.core.datasets import Dataset
+from samnet.evaluation.ensembles import NO_PROBABILITIES
+from samnet.evaluation.report import build_report
+from samnet.pipeline.options import BASELINES
+from samnet.pipeline.planning import BASELINE_PLANNERS, preprocess
+
+DATASET = Dataset(322, "Dataset322_SharedData")
+SAM = "nnUNetTrainerSAM__samnetPlans__sam_2d"
+DEFAULT_2D = "nnUNetTrainer__nnUNetPlans__2d"
+RESENC_2D = "nnUNetTrainer__nnUNetResEncUNetMPlans__2d"
+
+
+def test_each_baseline_is_planned_by_the_nnunet_planner_that_names_its_plans() -> None:
+    assert list(BASELINE_PLANNERS) == list(BASELINES.values())
+    for plans, planner in BASELINE_PLANNERS.items():
+        signature = inspect.signature(planner.__init__)
+        assert signature.parameters["plans_name"].default == plans
+
+
+def test_resenc_reads_the_default_plans_data_in_2d_and_3d_fullres() -> None:
+    planner = SimpleNamespace(plans_identifier="nnUNetResEncUNetMPlans")
+    identifier = nnUNetPlannerResEncM.generate_data_identifier
+    assert identifier(planner, "2d") == "nnUNetPlans_2d"
+    assert identifier(planner, "3d_fullres") == "nnUNetPlans_3d_fullres"
+    assert identifier(planner, "3d_lowres") == "nnUNetResEncUNetMPlans_3d_lowres"
+
+
+@pytest.fixture
+def shared_data(nnunet_folders: dict[str, Path]) -> Path:
+    """Both plans, and the 2d data they share preprocessed for its two training cases."""
+    folder = nnunet_folders["nnUNet_preprocessed"] / DATASET.name
+    (folder / "nnUNetPlans_2d").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"numTraining": 2}))
+    for plans in BASELINES.values():
+        configurations = {"2d": {"data_identifier": "nnUNetPlans_2d"}}
+        (folder / f"{plans}.json").write_text(
+            json.dumps({"configurations": configurations})
+        )
+    for case in ("a", "b"):
+        (folder / "nnUNetPlans_2d" / f"{case}.pkl").write_bytes(b"preprocessed")
+    return folder / "nnUNetPlans_2d"
+
+
+def test_data_preprocessed_for_one_plans_is_not_preprocessed_again(
+    shared_data: Path,
+) -> None:
+    before = [path.stat().st_mtime_ns for path in sorted(shared_data.iterdir())]
+    # nnU-Net's preprocessing would fail here (no raw dataset): returning shows it was skipped.
+    assert preprocess(DATASET, "nnUNetResEncUNetMPlans", ["2d"]) == ["2d"]
+    written = {"nnUNetPlans_2d"}
+    again = preprocess(DATASET, "nnUNetResEncUNetMPlans", ["2d"], True, written)
+    assert again == ["2d"]
+    assert [path.stat().st_mtime_ns for path in sorted(shared_data.iterdir())] == before
+
+
+# Two validation cases of 8x8x8: class 1 in the first three slices, class 2 in the last three.
+SHAPE = (8, 8, 8)
+
+
+def reference_segmentation() -> np.ndarray:
+    segmentation = np.zeros(SHAPE, dtype=np.uint8)
+    segmentation[:3] = 1
+    segmentation[5:] = 2
+    return segmentation
+
+
+def probabilities(class_1: list[float], class_2: list[float]) -> np.ndarray:
+    """Softmax output: ``class_1``/``class_2`` are the (bg, 1, 2) probabilities in each region."""
+    reference = reference_segmentation()
+    output = np.zeros((3, *SHAPE), dtype=np.float32)
+    output[0] = 1.0
+    output[:, reference == 1] = np.array(class_1, dtype=np.float32)[:, None]
+    output[:, reference == 2] = np.array(class_2, dtype=np.float32)[:, None]
+    return output
+
+
+def write_probability_method(
+    results: Path, method: str, output: np.ndarray, dice: dict[str, float]
+) -> None:
+    """A method folder as nnU-Net leaves it after training with --npz."""
+    folder = results / REPORT_DATASET / method
+    for fold, case in ((0, "c1"), (1, "c2")):
+        validation = folder / f"fold_{fold}" / "validation"
+        write_summary(validation, {case: dice})
+        np.savez_compressed(validation / f"{case}.npz", probabilities=output)
+        (validation / f"{case}.pkl").write_bytes(pickle.dumps({"sitk_stuff": GEOMETRY}))
+    write_model_files(folder)
+
+
+@pytest.fixture
+def three_plans(nnunet_folders: dict[str, Path]) -> None:
+    """SAM finds class 1 only, ResEnc both, nnU-Net's default 2d class 2 only (validated
+    without probabilities); SAM + ResEnc misses class 2 (their mean probability there is
+    background's)."""
+    write_dataset_json(nnunet_folders["nnUNet_raw"])
+    gt_folder = (
+        nnunet_folders["nnUNet_preprocessed"] / REPORT_DATASET / "gt_segmentations"
+    )
+    gt_folder.mkdir(parents=True)
+    for case in ("c1", "c2"):
+        sitk.WriteImage(
+            sitk.GetImageFromArray(reference_segmentation()),
+            str(gt_folder / f"{case}.nii.gz"),
+        )
+    results = nnunet_folders["nnUNet_results"]
+    for method, class_1, class_2, dice in (
+        (SAM, [0.1, 0.9, 0.0], [0.6, 0.0, 0.4], {"1": 1.0, "2": 0.0}),
+        (RESENC_2D, [0.3, 0.7, 0.0], [0.45, 0.0, 0.55], {"1": 1.0, "2": 1.0}),
+    ):
+        write_probability_method(results, method, probabilities(class_1, class_2), dice)
+    for fold, case in ((0, "c1"), (1, "c2")):
+        validation = (
+            results / REPORT_DATASET / DEFAULT_2D / f"fold_{fold}" / "validation"
+        )
+        write_summary(validation, {case: {"1": 0.0, "2": 1.0}})
+
+
+def test_a_resenc_folder_is_reported_ensembled_and_can_be_best(three_plans) -> None:
+    report = build_report(REPORT_DATASET)
+    assert report["methods"][RESENC_2D]["kind"] == "baseline"
+    ensemble = f"{SAM}+{RESENC_2D}"
+    assert list(report["ensembles"]) == [ensemble]
+    assert report["ensembles"][ensemble]["members"] == [SAM, RESENC_2D]
+    per_case = report["ensembles"][ensemble]["per_case"]
+    assert [row["dice"]["foreground"] for row in per_case] == [0.5, 0.5]
+    assert report["ensembles_left_out"] == {DEFAULT_2D: NO_PROBABILITIES}
+    selection = report["best_configuration"]
+    scores = {c["name"]: c["cross_validation_dice"] for c in selection["candidates"]}
+    assert scores == {SAM: 0.5, DEFAULT_2D: 0.5, RESENC_2D: 1.0, ensemble: 0.5}
+    assert selection["best"] == RESENC_2D
+    assert {c["baseline"] for c in report["comparisons"]} == {DEFAULT_2D, RESENC_2D}
