@@ -6,144 +6,50 @@ formats always hold the same content.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from samnet.core.layout import BOXPLOT_FILE, CURVES_FILE
+from samnet.evaluation.names import result_titles
 from samnet.evaluation.postprocessing import postprocessing_sentence
-from samnet.evaluation.results import METRICS
-from samnet.evaluation.stats import FOREGROUND, SIGNIFICANCE_LEVEL, class_title
+from samnet.evaluation.sections import (
+    MISSING,
+    Figure,
+    Named,
+    Paragraph,
+    Section,
+    Table,
+    named_once,
+    number,
+)
+from samnet.evaluation.stats import STATISTICS_NOTE
+from samnet.evaluation.tables import (
+    comparison_table,
+    mean_sd_table,
+    per_case_table,
+    per_fold_table,
+)
+
+BOXPLOT_NOTE = (
+    "Box: quartiles of the per-case Dice; orange line: median; green triangle: mean; "
+    "whiskers: the furthest cases within 1.5 interquartile ranges of the box; circles: "
+    "cases beyond them."
+)
 
 
-@dataclass(frozen=True)
-class Paragraph:
-    title: str
-    text: str
+def metrics_paragraph(report: dict) -> Paragraph:
+    """How Dice and IoU, and NSD and HD95 with their tolerance, are computed."""
+    surface = report.get("surface_metrics")
+    if surface is None:
+        text = "NSD and HD95: not in this report (its report.json was made before samnet computed them)."
+    elif surface["nsd_tolerance_mm"] is None:
+        text = f"{surface['definition']} NSD tolerance: none."
+    else:
+        text = (
+            f"{surface['definition']} NSD tolerance: {surface['nsd_tolerance_mm']:g} mm "
+            f"for every class ({surface['nsd_tolerance_rule']})."
+        )
+    return Paragraph("How the metrics are computed", f"{report['metric']} {text}")
 
 
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    note: str = ""
-    # Long tables (one row per case) are folded away in the HTML page.
-    collapsed: bool = False
-
-
-@dataclass(frozen=True)
-class Figure:
-    title: str
-    file_name: str
-    notes: list[str] = field(default_factory=list)
-
-
-Section = Paragraph | Table | Figure
-
-
-def number(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def mean_sd(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "—"
-    if stat["sd"] is None:
-        return number(stat["mean"])
-    return f"{number(stat['mean'])} ± {number(stat['sd'])}"
-
-
-def class_keys(report: dict) -> list[str]:
-    return [*report["labels"], FOREGROUND]
-
-
-def class_columns(report: dict) -> list[str]:
-    return [class_title(report["labels"], key) for key in class_keys(report)]
-
-
-def all_results(report: dict) -> dict[str, dict]:
-    """Methods, then ensembles: everything with per-case Dice."""
-    return report["methods"] | report["ensembles"]
-
-
-def shown_name(name: str, result: dict) -> str:
-    """A method's name, marked where its prompts came from the reference."""
-    if result.get("kind") == "prompted":
-        return f"{name} (prompted from the reference)"
-    return name
-
-
-def mean_sd_table(report: dict, metric: str) -> Table:
-    rows = [
-        [
-            shown_name(name, result),
-            str(len(result["folds"])),
-            *(mean_sd(result[f"{metric}_over_cases"][k]) for k in class_keys(report)),
-        ]
-        for name, result in all_results(report).items()
-    ]
-    return Table(
-        f"{METRICS[metric]}, mean ± sd over validation cases (all folds pooled)",
-        ["method", "folds", *class_columns(report)],
-        rows,
-        "The mean foreground column is the mean over cases of each case's mean over its classes.",
-    )
-
-
-def per_fold_table(report: dict, metric: str) -> Table:
-    rows = [
-        [
-            shown_name(name, method),
-            fold,
-            str(result["cases"]),
-            *(number(result[metric][k]) for k in class_keys(report)),
-        ]
-        for name, method in all_results(report).items()
-        for fold, result in method["folds"].items()
-    ]
-    return Table(
-        f"{METRICS[metric]} per fold",
-        ["method", "fold", "cases", *class_columns(report)],
-        rows,
-        "Per fold as nnU-Net's summary.json: per-class mean over cases, mean foreground = mean of the class means.",
-    )
-
-
-def wilcoxon_table(report: dict) -> Table:
-    rows = []
-    for comparison in report["comparisons"]:
-        for key, test in comparison["dice"].items():
-            verdict = test["reason"] or ("yes" if test["significant"] else "no")
-            rows.append(
-                [
-                    comparison["method"],
-                    comparison["baseline"],
-                    class_title(report["labels"], key),
-                    str(test["n"]),
-                    number(test["median_difference"]),
-                    number(test["mean_difference"]),
-                    "—" if test["p"] is None else f"{test['p']:.4g}",
-                    verdict,
-                ]
-            )
-    return Table(
-        "SAM against each baseline: paired Wilcoxon signed-rank test of per-case Dice",
-        [
-            "SAM method",
-            "baseline",
-            "class",
-            "n",
-            "median difference",
-            "mean difference",
-            "p",
-            f"significant at {SIGNIFICANCE_LEVEL}",
-        ],
-        rows,
-        "Two-sided, over the cross-validation cases both methods validated; differences are SAM minus "
-        "baseline; a case where either Dice is undefined (class absent from reference and prediction) is dropped.",
-    )
-
-
-def cost_table(report: dict) -> Table:
+def cost_table(report: dict, titles: dict[str, str]) -> Table:
     rows = []
     for name, method in report["methods"].items():
         for fold, result in method["folds"].items():
@@ -159,9 +65,9 @@ def cost_table(report: dict) -> Table:
                     f"{training['trainable_parameters']:,}",
                 ]
                 if training
-                else ["—"] * 7
+                else [MISSING] * 7
             )
-            rows.append([name, fold, *cells])
+            rows.append([Named(titles[name], name), fold, *cells])
     return Table(
         "Training cost",
         [
@@ -175,17 +81,17 @@ def cost_table(report: dict) -> Table:
             "peak MB",
             "trainable parameters",
         ],
-        rows,
+        named_once(rows),
         "The embedding cache of a frozen encoder is built once per dataset and shared by the folds.",
     )
 
 
-def candidates_table(report: dict) -> Table:
+def candidates_table(report: dict, titles: dict[str, str]) -> Table:
     selection = report["best_configuration"]
     roles = {selection["best"]: "best", selection["runner_up"]: "runner-up"}
     rows = [
         [
-            candidate["name"],
+            Named(titles[candidate["name"]], candidate["name"]),
             number(candidate["cross_validation_dice"]),
             str(candidate["cases"]),
             roles.get(candidate["name"], ""),
@@ -201,67 +107,60 @@ def candidates_table(report: dict) -> Table:
     )
 
 
-def ensembles_paragraph(report: dict) -> Paragraph:
-    made = ", ".join(report["ensembles"]) or "none"
+def ensembles_paragraph(report: dict, titles: dict[str, str]) -> Paragraph:
+    made = "; ".join(titles[name] for name in report["ensembles"]) or "none"
     text = f"Ensembles (mean of softmax probabilities, nnU-Net's ensembling): {made}."
     by_reason: dict[str, list[str]] = {}
     for name, reason in report["ensembles_left_out"].items():
-        by_reason.setdefault(reason, []).append(name)
+        by_reason.setdefault(reason, []).append(titles[name])
     for reason, names in by_reason.items():
-        text += f" Left out, {reason}: {', '.join(names)}."
+        text += f" Left out, {reason}: {'; '.join(names)}."
     return Paragraph("Ensembles", text)
 
 
-def per_case_table(report: dict) -> Table:
-    keys = class_keys(report)
-    rows = [
-        [
-            name,
-            str(row["fold"]),
-            row["case"],
-            *(number(row[metric][k]) for metric in METRICS for k in keys),
-        ]
-        for name, result in all_results(report).items()
-        for row in result["per_case"]
-    ]
-    columns = [
-        f"{title} {column}"
-        for title in METRICS.values()
-        for column in class_columns(report)
-    ]
-    return Table(
-        "Per case",
-        ["method", "fold", "case", *columns],
-        rows,
-        "— marks a class absent from both reference and prediction (skipped).",
-        collapsed=True,
-    )
-
-
-def missing_curves(report: dict) -> list[str]:
+def missing_curves(report: dict, titles: dict[str, str]) -> list[str]:
     return [
-        f"no training log (checkpoint) for {name} fold {fold}"
+        f"no training log (checkpoint) for {titles[name]} fold {fold}"
         for name, method in report["methods"].items()
         for fold, result in method["folds"].items()
         if result["curves"] is None
     ]
 
 
+def has_metric(report: dict, metric: str) -> bool:
+    """Whether any method or ensemble of the report has ``metric``."""
+    results = report["methods"] | report["ensembles"]
+    return any(f"{metric}_over_cases" in result for result in results.values())
+
+
 def report_sections(report: dict) -> list[Section]:
-    """The whole report, top to bottom."""
+    """The whole report, top to bottom: the answers first, then how they were reached."""
+    titles = result_titles(report["methods"], report["ensembles"])
+    surface_tables = [
+        mean_sd_table(report, metric, titles)
+        for metric in ("nsd", "hd95")
+        if has_metric(report, metric)
+    ]
     return [
-        Paragraph("How Dice is computed", report["metric"]),
         Paragraph("Best configuration", report["best_configuration"]["sentence"]),
-        candidates_table(report),
-        Paragraph("Postprocessing", postprocessing_sentence(report["postprocessing"])),
-        ensembles_paragraph(report),
-        mean_sd_table(report, "dice"),
-        mean_sd_table(report, "iou"),
-        per_fold_table(report, "dice"),
-        per_fold_table(report, "iou"),
-        wilcoxon_table(report),
-        cost_table(report),
-        Figure("Per-case Dice", BOXPLOT_FILE),
-        Figure("Training curves", CURVES_FILE, missing_curves(report)),
-        per_case_table(report),
+        mean_sd_table(report, "dice", titles),
+        Figure("Per-case Dice", BOXPLOT_FILE, [BOXPLOT_NOTE]),
+        *surface_tables,
+        *(
+            comparison_table(report, comparison, titles)
+            for comparison in report["comparisons"]
+        ),
+        metrics_paragraph(report),
+        Paragraph("How the methods are compared", STATISTICS_NOTE),
+        candidates_table(report, titles),
+        Paragraph(
+            "Postprocessing", postprocessing_sentence(report["postprocessing"], titles)
+        ),
+        ensembles_paragraph(report, titles),
+        mean_sd_table(report, "iou", titles),
+        per_fold_table(report, "dice", titles),
+        per_fold_table(report, "iou", titles),
+        cost_table(report, titles),
+        Figure("Training curves", CURVES_FILE, missing_curves(report, titles)),
+        per_case_table(report, titles),
     ]

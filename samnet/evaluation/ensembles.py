@@ -5,7 +5,8 @@ As in nnU-Net's ``find_best_configuration``: the softmax probabilities each meth
 ``ensemble_crossvalidations`` and the ensemble's segmentations are scored by
 ``compute_metrics_on_folder`` against ``nnUNet_preprocessed/<Dataset>/gt_segmentations``.
 Each ensemble goes to ``nnUNet_results/<Dataset>/samnet_ensembles/<a>+<b>/`` and is only
-recomputed when a member's validation is newer or the folds changed.
+recomputed when a member's validation is newer or the folds changed; its NSD and HD95 are
+cached beside its segmentations (``samnet.evaluation.surface``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ from itertools import combinations
 from pathlib import Path
 
 from samnet.core.atomic import atomic_folder
-from samnet.core.layout import ENSEMBLE_SOURCES_FILE, ENSEMBLES_FOLDER
+from samnet.core.layout import (
+    ENSEMBLE_SOURCES_FILE,
+    ENSEMBLES_FOLDER,
+    SURFACE_METRICS_FILE,
+)
 from samnet.core.paths import preprocessed_folder, results_folder
-from samnet.evaluation.results import read_cases, summarize_cases
+from samnet.evaluation.results import (
+    read_cases,
+    summarize_cases,
+    surface_inputs_missing,
+    with_surface_metrics,
+)
+from samnet.evaluation.surface import SurfaceSettings
 
 NO_PROBABILITIES = "ensembles need probabilities: re-run validation with --npz"
 
@@ -100,10 +111,12 @@ def build_ensembles(
     labels: list[str],
     file_ending: str,
     folds: list[int],
+    surface: SurfaceSettings | str,
 ) -> tuple[dict[str, dict], dict[str, str]]:
     """Every pair of methods with probabilities in ``folds``, summarized like a method.
 
-    Returns the ensembles by name (``a+b``) and, per method left out, the reason.
+    ``surface``: the report's surface settings, or why it has none. Returns the ensembles by
+    name (``a+b``) and, per method left out, the reason.
     """
     if not folds:
         return {}, dict.fromkeys(methods, "no fold is validated by every method")
@@ -122,18 +135,23 @@ def build_ensembles(
     ensembles = {}
     for members in combinations(usable, 2):
         summary_file = evaluate_ensemble(dataset_name, list(members), folds, gt_folder)
+        folder, model_folder = summary_file.parent, results / members[0]
+        rows = read_cases(summary_file, labels, file_ending)
+        missing = surface_inputs_missing(model_folder, {folder: rows}, surface)
+        if missing is None:
+            rows = with_surface_metrics(
+                rows, folder, folder / SURFACE_METRICS_FILE, model_folder, surface
+            )
         fold_of_case = {
             row["case"]: row["fold"] for row in methods[members[0]]["per_case"]
         }
-        per_case = [
-            {"fold": fold_of_case[row["case"]], **row}
-            for row in read_cases(summary_file, labels, file_ending)
-        ]
+        per_case = [{"fold": fold_of_case[row["case"]], **row} for row in rows]
         per_case.sort(key=lambda row: (row["fold"], row["case"]))
         ensembles["+".join(members)] = {
             "members": list(members),
             "kind": "ensemble",
-            "folder": str(summary_file.parent),
+            "folder": str(folder),
+            "surface_metrics_missing": missing,
             **summarize_cases(per_case, labels),
         }
     return ensembles, left_out

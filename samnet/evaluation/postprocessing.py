@@ -114,13 +114,17 @@ def determine_best_postprocessing(
     }
 
 
-def postprocessing_sentence(postprocessing: dict | None) -> str:
-    """What nnU-Net's postprocessing does for the best configuration, in one sentence."""
+def postprocessing_sentence(postprocessing: dict | None, titles: dict[str, str]) -> str:
+    """What nnU-Net's postprocessing does for the best configuration, in one sentence.
+
+    ``titles``: what each configuration is called (``samnet.evaluation.names``).
+    """
     if postprocessing is None:
         return "No postprocessing: there is no best configuration."
+    configuration = titles[postprocessing["configuration"]]
     if postprocessing["file"] is None:
         return (
-            f"No postprocessing determined for {postprocessing['configuration']}: "
+            f"No postprocessing determined for {configuration}: "
             f"{postprocessing['reason']}."
         )
     rules = postprocessing["rules"]
@@ -133,7 +137,7 @@ def postprocessing_sentence(postprocessing: dict | None) -> str:
         else "no rule (removing all but the largest component did not raise the Dice)"
     )
     return (
-        f"Postprocessing of {postprocessing['configuration']} determined by nnU-Net on the "
+        f"Postprocessing of {configuration} determined by nnU-Net on the "
         f"cross-validation: {kept}; foreground Dice {postprocessing['dice_before']:.4f} before, "
         f"{postprocessing['dice_after']:.4f} after. samnet_predict applies it."
     )

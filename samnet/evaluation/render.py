@@ -10,21 +10,31 @@ import base64
 from html import escape
 from pathlib import Path
 
-from samnet.evaluation.document import Figure, Paragraph, Section, Table
+from samnet.evaluation.sections import Cell, Figure, Named, Paragraph, Section, Table
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
 th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th.text, td.text { text-align: left; }
+.id { color: #666; font-size: 0.8em; word-break: break-all; }
 .note { color: #555; font-size: 0.9em; }
 img { max-width: 100%; }
 """
 
 
+def markdown_cell(cell: Cell) -> str:
+    if isinstance(cell, Named):
+        return f"{cell.title} (`{cell.identifier}`)"
+    return cell
+
+
 def markdown_table(table: Table) -> list[str]:
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    lines += [
+        "| " + " | ".join(markdown_cell(cell) for cell in row) + " |"
+        for row in table.rows
+    ]
     return lines
 
 
@@ -52,10 +62,31 @@ def markdown(dataset: str, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
+def html_cell(cell: Cell) -> str:
+    """A cell's content; a method's identifier goes below its title, smaller."""
+    if isinstance(cell, Named):
+        return (
+            f'{escape(cell.title)}<br><span class="id">{escape(cell.identifier)}</span>'
+        )
+    return escape(cell)
+
+
 def html_table(table: Table) -> str:
-    header = "".join(f"<th>{escape(column)}</th>" for column in table.columns)
+    """The table; its leading ``text_columns`` are left-aligned, the numbers right-aligned."""
+
+    def aligned(index: int) -> str:
+        return ' class="text"' if index < table.text_columns else ""
+
+    header = "".join(
+        f"<th{aligned(i)}>{escape(column)}</th>"
+        for i, column in enumerate(table.columns)
+    )
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>\n"
+        "<tr>"
+        + "".join(
+            f"<td{aligned(i)}>{html_cell(cell)}</td>" for i, cell in enumerate(row)
+        )
+        + "</tr>\n"
         for row in table.rows
     )
     rendered = (

@@ -1,11 +1,13 @@
 """The comparison report of every method trained on a dataset (``samnet_compare``).
 
 Reads nnU-Net's own ``fold_k/validation/summary.json`` files, so every method is scored by
-the same ``compute_metrics_on_folder``, and writes ``nnUNet_results/<Dataset>/samnet_report/``:
+the same ``compute_metrics_on_folder``, scores the validation segmentations with NSD and
+HD95 (``samnet.evaluation.surface``), and writes ``nnUNet_results/<Dataset>/samnet_report/``:
 
-- ``report.json``: per method, fold, case and class Dice and IoU, mean ± sd, the paired
-  Wilcoxon tests of each SAM method against each baseline, the training cost and curves,
-  the ensembles, the best configuration and the postprocessing nnU-Net determined for it
+- ``report.json``: per method, fold, case and class Dice, IoU, NSD and HD95, mean ± sd, the
+  paired Wilcoxon tests of each SAM method against each baseline (Holm-corrected, with
+  confidence intervals of the mean differences), the training cost and curves, the
+  ensembles, the best configuration and the postprocessing nnU-Net determined for it
   (``samnet.evaluation.postprocessing``);
 - ``report.md`` and ``report.html`` (self-contained): the same as tables and sentences;
 - ``dice_boxplot.png`` and ``training_curves.png``.
@@ -14,20 +16,20 @@ the same ``compute_metrics_on_folder``, and writes ``nnUNet_results/<Dataset>/sa
 from __future__ import annotations
 
 import json
-from functools import reduce
 from pathlib import Path
 
 from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError
 from samnet.core.layout import BOXPLOT_FILE, CURVES_FILE, REPORT_FOLDER
-from samnet.core.paths import raw_folder, results_folder
-from samnet.evaluation.compare import compare_to_baselines, select_best_configuration
+from samnet.core.paths import preprocessed_folder, raw_folder, results_folder
+from samnet.evaluation.compare import compare_and_select, folds_of_every_method
 from samnet.evaluation.document import report_sections
 from samnet.evaluation.ensembles import build_ensembles
 from samnet.evaluation.plots import plot_boxplots, plot_training_curves
 from samnet.evaluation.postprocessing import determine_best_postprocessing
 from samnet.evaluation.render import html, markdown
 from samnet.evaluation.results import summarize_method
+from samnet.evaluation.surface import SurfaceSettings, surface_settings
 
 METRIC_NOTE = (
     "Dice (and IoU) per volume on each fold's validation cases, foreground classes only; a class "
@@ -40,75 +42,90 @@ METRIC_NOTE = (
 
 
 def read_methods(
-    dataset_name: str, labels: list[str], file_ending: str
+    dataset_name: str,
+    folders: list[Path],
+    labels: list[str],
+    file_ending: str,
+    surface: SurfaceSettings | str,
 ) -> dict[str, dict]:
     """Every method folder of the dataset with at least one validated fold, by folder name."""
-    base = results_folder() / dataset_name
     methods = {}
-    for folder in sorted(p for p in base.glob("*__*__*") if p.is_dir()):
-        summary = summarize_method(folder, labels, file_ending)
+    for folder in folders:
+        summary = summarize_method(folder, labels, file_ending, surface)
         if summary is not None:
             methods[folder.name] = summary
     if not methods:
         raise SamnetError(
-            base,
+            results_folder() / dataset_name,
             "no validated fold found",
             "train first: samnet_plan_and_train " + dataset_name,
         )
     return methods
 
 
-def folds_of_every_method(methods: dict[str, dict]) -> list[int]:
-    """The folds validated by all methods: the cases a fair choice between them can use."""
-    fold_sets = [{int(fold) for fold in method["folds"]} for method in methods.values()]
-    return sorted(reduce(set.intersection, fold_sets))
+def build_report(dataset_name: str, nsd_tolerance: float | None = None) -> dict:
+    """Collect, test and rank every validated method and ensemble of the dataset.
 
-
-def build_report(dataset_name: str) -> dict:
-    """Collect, test and rank every validated method and ensemble of the dataset."""
+    ``nsd_tolerance``: NSD's tolerance in mm; None for the dataset's default
+    (``samnet.evaluation.surface.default_tolerance``).
+    """
     dataset_json = json.loads(
         (raw_folder() / dataset_name / "dataset.json").read_text()
     )
     label_names = {str(v): k for k, v in dataset_json["labels"].items() if v != 0}
     labels = sorted(label_names, key=int)
     file_ending = dataset_json["file_ending"]
-    methods = read_methods(dataset_name, labels, file_ending)
+    base = results_folder() / dataset_name
+    folders = sorted(p for p in base.glob("*__*__*") if p.is_dir())
+    surface, surface_record = surface_settings(
+        preprocessed_folder() / dataset_name / "gt_segmentations",
+        folders,
+        labels,
+        file_ending,
+        nsd_tolerance,
+    )
+    methods = read_methods(dataset_name, folders, labels, file_ending, surface)
     # A model prompted from the reference cannot segment new images alone: it is
     # reported, never chosen or ensembled.
     automatic = {n: m for n, m in methods.items() if m["kind"] != "prompted"}
-    folds = folds_of_every_method(automatic or methods)
     ensembles, left_out = build_ensembles(
-        dataset_name, automatic, labels, file_ending, folds
+        dataset_name,
+        automatic,
+        labels,
+        file_ending,
+        folds_of_every_method(automatic or methods),
+        surface,
     )
-    candidates = {
-        name: {"members": [name], "per_case": method["per_case"]}
-        for name, method in automatic.items()
-    } | ensembles
-    best = select_best_configuration(candidates, labels, folds)
+    statistics = compare_and_select(methods, ensembles, labels)
     return {
         "dataset": dataset_name,
         "metric": METRIC_NOTE,
+        "surface_metrics": surface_record,
         "labels": label_names,
         "methods": methods,
         "ensembles": ensembles,
         "ensembles_left_out": left_out,
-        "comparisons": compare_to_baselines(methods, labels),
-        "best_configuration": best,
+        **statistics,
         "postprocessing": determine_best_postprocessing(
-            dataset_name, best, file_ending
+            dataset_name, statistics["best_configuration"], file_ending
         ),
     }
 
 
-def write_report(dataset_name: str) -> Path:
+def write_documents(report: dict, folder: Path) -> None:
+    """The figures, ``report.md`` and ``report.html`` of ``report`` into ``folder``."""
+    plot_boxplots(report, folder / BOXPLOT_FILE)
+    plot_training_curves(report, folder / CURVES_FILE)
+    sections = report_sections(report)
+    (folder / "report.md").write_text(markdown(report["dataset"], sections))
+    (folder / "report.html").write_text(html(report["dataset"], sections, folder))
+
+
+def write_report(dataset_name: str, nsd_tolerance: float | None = None) -> Path:
     """Write ``samnet_report/`` all at once (replacing an older one) and return the folder."""
-    report = build_report(dataset_name)
+    report = build_report(dataset_name, nsd_tolerance)
     folder = results_folder() / dataset_name / REPORT_FOLDER
     with atomic_folder(folder, overwrite=True) as temporary:
         (temporary / "report.json").write_text(json.dumps(report, indent=2))
-        plot_boxplots(report, temporary / BOXPLOT_FILE)
-        plot_training_curves(report, temporary / CURVES_FILE)
-        sections = report_sections(report)
-        (temporary / "report.md").write_text(markdown(dataset_name, sections))
-        (temporary / "report.html").write_text(html(dataset_name, sections, temporary))
+        write_documents(report, temporary)
     return folder

@@ -4,11 +4,15 @@ Per method folder ``TRAINER__PLANS__CONFIGURATION``:
 
 - ``fold_k/validation/summary.json`` (nnU-Net's ``compute_metrics_on_folder``): Dice and IoU
   per case and class; NaN where a class is absent from both reference and prediction;
+- ``fold_k/validation/*`` segmentations: NSD and HD95 (``samnet.evaluation.surface``),
+  cached in ``fold_k/samnet_surface_metrics.json``;
 - ``fold_k/samnet_fold_stats.json`` (``samnet.pipeline.train_fold``): budget and training cost;
-- ``fold_k/checkpoint_final.pth`` or ``checkpoint_latest.pth``: nnU-Net's training log.
+- ``fold_k/checkpoint_final.pth`` or ``checkpoint_latest.pth``: nnU-Net's training log;
+- ``plans.json``: the plan's ``sam`` block, which names the method (``samnet.evaluation.names``).
 
-A per-case row is ``{"fold": k, "case": id, "dice": {label: v, "foreground": v}, "iou": {...}}``;
-the foreground value of a case is the mean over the classes defined in it.
+A per-case row is ``{"fold": k, "case": id, "dice": {label: v, "foreground": v}, "iou": {...},
+"nsd": {...}, "hd95": {...}}`` (NSD and HD95 only where they could be computed); the
+foreground value of a case is the mean over the classes defined in it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import json
 import pickle
 from pathlib import Path
 
-from samnet.core.layout import FOLD_STATS_FILE
+from samnet.core.layout import FOLD_STATS_FILE, SURFACE_METRICS_FILE
 from samnet.core.methods import PROMPTED_TRAINER, Method
+from samnet.evaluation.names import is_sam_trainer, method_title, read_sam_block
 from samnet.evaluation.stats import (
     FOREGROUND,
     case_foreground,
@@ -26,10 +31,17 @@ from samnet.evaluation.stats import (
     mean_and_sd,
     nnunet_means,
 )
+from samnet.evaluation.surface import (
+    SURFACE_METRICS,
+    SurfaceSettings,
+    folder_surface_metrics,
+    missing_surface_inputs,
+)
 
 # Report key -> nnU-Net's metric name in summary.json.
-METRICS = {"dice": "Dice", "iou": "IoU"}
-SAM_TRAINER_PREFIX = "nnUNetTrainerSAM"
+NNUNET_METRICS = {"dice": "Dice", "iou": "IoU"}
+# Every per-case metric of the report, in the order tables show them.
+METRICS = (*NNUNET_METRICS, *SURFACE_METRICS)
 # nnU-Net's training log keys (checkpoint["logging"]) drawn as training curves.
 CURVE_KEYS = ("train_losses", "val_losses", "ema_fg_dice")
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
@@ -40,7 +52,7 @@ def method_kind(method: Method) -> str:
     for samnet's other SAM trainers, ``"baseline"`` for every other trainer."""
     if method.trainer == PROMPTED_TRAINER:
         return "prompted"
-    return "sam" if method.trainer.startswith(SAM_TRAINER_PREFIX) else "baseline"
+    return "sam" if is_sam_trainer(method.trainer) else "baseline"
 
 
 def read_cases(summary_file: Path, labels: list[str], file_ending: str) -> list[dict]:
@@ -49,7 +61,7 @@ def read_cases(summary_file: Path, labels: list[str], file_ending: str) -> list[
     rows = []
     for entry in summary["metric_per_case"]:
         row = {"case": Path(entry["reference_file"]).name.removesuffix(file_ending)}
-        for key, name in METRICS.items():
+        for key, name in NNUNET_METRICS.items():
             values = {
                 label: finite_or_none(entry["metrics"][label][name]) for label in labels
             }
@@ -59,17 +71,49 @@ def read_cases(summary_file: Path, labels: list[str], file_ending: str) -> list[
     return rows
 
 
+def with_surface_metrics(
+    rows: list[dict],
+    segmentation_folder: Path,
+    cache_file: Path,
+    model_folder: Path,
+    surface: SurfaceSettings,
+) -> list[dict]:
+    """``rows`` with each case's NSD and HD95 (and their foreground means) added."""
+    values = folder_surface_metrics(
+        segmentation_folder,
+        cache_file,
+        model_folder,
+        [row["case"] for row in rows],
+        surface,
+    )
+    labels = list(surface.labels)
+    return [
+        row
+        | {
+            metric: by_class | {FOREGROUND: case_foreground(by_class, labels)}
+            for metric, by_class in values[row["case"]].items()
+        }
+        for row in rows
+    ]
+
+
+def metrics_in(per_case: list[dict]) -> list[str]:
+    """The metrics every row has: NSD and HD95 only where they could be computed."""
+    return [key for key in METRICS if all(key in row for row in per_case)]
+
+
 def summarize_cases(per_case: list[dict], labels: list[str]) -> dict:
     """Per-fold means (nnU-Net's aggregation), mean ± sd over folds and over cases, per metric."""
     keys = [*labels, FOREGROUND]
+    metrics = metrics_in(per_case)
     folds = {}
     for fold in sorted({row["fold"] for row in per_case}):
         fold_cases = [row for row in per_case if row["fold"] == fold]
         folds[str(fold)] = {"cases": len(fold_cases)} | {
-            key: nnunet_means(fold_cases, labels, key) for key in METRICS
+            key: nnunet_means(fold_cases, labels, key) for key in metrics
         }
     summary = {"folds": folds}
-    for key in METRICS:
+    for key in metrics:
         summary[f"{key}_over_folds"] = {
             k: mean_and_sd(fold[key][k] for fold in folds.values()) for k in keys
         }
@@ -107,29 +151,75 @@ def read_training_curves(fold_folder: Path) -> dict[str, list[float]] | None:
     return None
 
 
+def surface_inputs_missing(
+    model_folder: Path, folders: dict[Path, list[dict]], surface: SurfaceSettings | str
+) -> str | None:
+    """Why NSD and HD95 cannot be computed for the rows of every segmentation folder, or None.
+
+    ``surface``: the report's surface settings, or why it has none.
+    """
+    if isinstance(surface, str):
+        return surface
+    for folder, rows in folders.items():
+        reason = missing_surface_inputs(
+            folder, model_folder, [row["case"] for row in rows], surface
+        )
+        if reason is not None:
+            return reason
+    return None
+
+
 def summarize_method(
-    method_folder: Path, labels: list[str], file_ending: str
+    method_folder: Path,
+    labels: list[str],
+    file_ending: str,
+    surface: SurfaceSettings | str,
 ) -> dict | None:
-    """Everything the report says about one method, or None when no fold has been validated."""
-    per_case, fold_extras = [], {}
+    """Everything the report says about one method, or None when no fold has been validated.
+
+    ``surface``: the report's surface settings, or why it has none. NSD and HD95 are added
+    when every validated fold has its segmentations; otherwise ``surface_metrics_missing``
+    says why not.
+    """
+    folds = {}
     for summary_file in method_folder.glob("fold_*/validation/summary.json"):
-        fold_folder = summary_file.parent.parent
-        fold_name = fold_folder.name.removeprefix("fold_")
-        if not fold_name.isdigit():
-            # nnU-Net's fold "all" trains on every case: no cross-validation result.
-            continue
-        fold = int(fold_name)
-        cases = read_cases(summary_file, labels, file_ending)
-        per_case += [{"fold": fold, **row} for row in cases]
-        fold_extras[str(fold)] = {
+        fold_name = summary_file.parent.parent.name.removeprefix("fold_")
+        # nnU-Net's fold "all" trains on every case: no cross-validation result.
+        if fold_name.isdigit():
+            folds[int(fold_name)] = read_cases(summary_file, labels, file_ending)
+    if not folds:
+        return None
+    missing = surface_inputs_missing(
+        method_folder,
+        {method_folder / f"fold_{f}" / "validation": rows for f, rows in folds.items()},
+        surface,
+    )
+    per_case = []
+    for fold, rows in sorted(folds.items()):
+        fold_folder = method_folder / f"fold_{fold}"
+        if missing is None:
+            rows = with_surface_metrics(
+                rows,
+                fold_folder / "validation",
+                fold_folder / SURFACE_METRICS_FILE,
+                method_folder,
+                surface,
+            )
+        per_case += sorted(
+            ({"fold": fold, **row} for row in rows), key=lambda row: row["case"]
+        )
+    summary = summarize_cases(per_case, labels)
+    for fold in folds:
+        fold_folder = method_folder / f"fold_{fold}"
+        summary["folds"][str(fold)] |= {
             "training": read_json_or_none(fold_folder / FOLD_STATS_FILE),
             "curves": read_training_curves(fold_folder),
         }
-    if not fold_extras:
-        return None
-    per_case.sort(key=lambda row: (row["fold"], row["case"]))
-    summary = summarize_cases(per_case, labels)
-    for fold, extras in fold_extras.items():
-        summary["folds"][fold] |= extras
     method = Method.from_folder_name(method_folder.name)
-    return {**vars(method), "kind": method_kind(method), **summary}
+    return {
+        **vars(method),
+        "title": method_title(method, read_sam_block(method_folder, method)),
+        "kind": method_kind(method),
+        "surface_metrics_missing": missing,
+        **summary,
+    }
