@@ -135,9 +135,13 @@ def plot(result: dict, path: Path) -> None:
     budgets.set_xlabel("budget (optimizer steps)")
     budgets.set_ylabel("mean foreground Dice, validation cases")
     verdict = result["converged_at_steps"]
-    budgets.set_title(
-        f"converged at {verdict} steps" if verdict else "not converged in this sweep"
-    )
+    if verdict:
+        title = f"converged at {verdict} steps"
+    elif len(result["runs"]) < 2:
+        title = "one budget so far: its doubling not yet run"
+    else:
+        title = "not converged in this sweep"
+    budgets.set_title(title)
     figure.suptitle(f"{result['method']} on {result['dataset']}, fold {result['fold']}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
