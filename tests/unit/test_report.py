@@ -11,7 +11,6 @@ import base64
 import itertools
 import json
 import math
-import pickle
 import re
 import shutil
 import subprocess
@@ -23,10 +22,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 from helpers import (
-    GEOMETRY,
     REPORT_DATASET,
+    probabilities,
+    reference_segmentation,
     write_dataset_json,
     write_model_files,
+    write_probability_method,
     write_summary,
 )
 from monai.metrics import compute_surface_dice
@@ -607,40 +608,6 @@ def test_compare_help_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     assert run.stdout.strip() == "[]", run.stderr
-
-
-# The tiny nnU-Net-shaped fixture for ensembling: 2 cases of 8x8x8, classes 1 and 2.
-SHAPE = (8, 8, 8)
-
-
-def reference_segmentation() -> np.ndarray:
-    segmentation = np.zeros(SHAPE, dtype=np.uint8)
-    segmentation[:3] = 1
-    segmentation[5:] = 2
-    return segmentation
-
-
-def probabilities(class_1: list[float], class_2: list[float]) -> np.ndarray:
-    """Softmax output: ``class_1``/``class_2`` are the (bg, 1, 2) probabilities in each region."""
-    reference = reference_segmentation()
-    output = np.zeros((3, *SHAPE), dtype=np.float32)
-    output[0] = 1.0
-    output[:, reference == 1] = np.array(class_1, dtype=np.float32)[:, None]
-    output[:, reference == 2] = np.array(class_2, dtype=np.float32)[:, None]
-    return output
-
-
-def write_probability_method(
-    results: Path, method: str, output: np.ndarray, dice: dict[str, float]
-) -> None:
-    """A method folder as nnU-Net leaves it after training with --npz."""
-    folder = results / REPORT_DATASET / method
-    for fold, case in ((0, "c1"), (1, "c2")):
-        validation = folder / f"fold_{fold}" / "validation"
-        write_summary(validation, {case: dice})
-        np.savez_compressed(validation / f"{case}.npz", probabilities=output)
-        (validation / f"{case}.pkl").write_bytes(pickle.dumps({"sitk_stuff": GEOMETRY}))
-    write_model_files(folder)
 
 
 @pytest.fixture

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import inspect
 import json
-import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 from helpers import (
-    GEOMETRY,
     REPORT_DATASET,
+    probabilities,
+    reference_segmentation,
     write_dataset_json,
-    write_model_files,
+    write_probability_method,
     write_summary,
 )
 from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
@@ -76,40 +75,6 @@ def test_data_preprocessed_for_one_plans_is_not_preprocessed_again(
     again = preprocess(DATASET, "nnUNetResEncUNetMPlans", ["2d"], True, written)
     assert again == ["2d"]
     assert [path.stat().st_mtime_ns for path in sorted(shared_data.iterdir())] == before
-
-
-# Two validation cases of 8x8x8: class 1 in the first three slices, class 2 in the last three.
-SHAPE = (8, 8, 8)
-
-
-def reference_segmentation() -> np.ndarray:
-    segmentation = np.zeros(SHAPE, dtype=np.uint8)
-    segmentation[:3] = 1
-    segmentation[5:] = 2
-    return segmentation
-
-
-def probabilities(class_1: list[float], class_2: list[float]) -> np.ndarray:
-    """Softmax output: ``class_1``/``class_2`` are the (bg, 1, 2) probabilities in each region."""
-    reference = reference_segmentation()
-    output = np.zeros((3, *SHAPE), dtype=np.float32)
-    output[0] = 1.0
-    output[:, reference == 1] = np.array(class_1, dtype=np.float32)[:, None]
-    output[:, reference == 2] = np.array(class_2, dtype=np.float32)[:, None]
-    return output
-
-
-def write_probability_method(
-    results: Path, method: str, output: np.ndarray, dice: dict[str, float]
-) -> None:
-    """A method folder as nnU-Net leaves it after training with --npz."""
-    folder = results / REPORT_DATASET / method
-    for fold, case in ((0, "c1"), (1, "c2")):
-        validation = folder / f"fold_{fold}" / "validation"
-        write_summary(validation, {case: dice})
-        np.savez_compressed(validation / f"{case}.npz", probabilities=output)
-        (validation / f"{case}.pkl").write_bytes(pickle.dumps({"sitk_stuff": GEOMETRY}))
-    write_model_files(folder)
 
 
 @pytest.fixture
