@@ -131,9 +131,8 @@ class DistributedTrainerMixin(nnUNetTrainer):
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
             static_graph=True,
         )
-        self.loss = (
-            self._build_loss()
-        )  # Dice gathered over every rank's part of the batch
+        # Dice gathered over every rank's part of the batch
+        self.loss = self._build_loss()
 
     def on_train_start(self) -> None:
         if not self.is_ddp:
