@@ -27,6 +27,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from samnet.core.errors import SamnetError
 from samnet.core.layout import SAM_CONFIGURATION, SUPPORT_SLICES_FILE
+from samnet.core.methods import SUPPORT_SHOTS_FACTORS
 from samnet.core.sam_plan import FewShotPlan, SamPlan
 from samnet.fewshot.support_selection import ResolvedSlice
 from samnet.fewshot.support_set import fold_support
@@ -68,7 +69,7 @@ class SupportSliceDataset:
 class nnUNetTrainerSupportSlices(nnUNetTrainer):
     """nnU-Net's 2d training on the K support slices few-shot SAM is prompted with."""
 
-    SHOTS_FACTOR = 1
+    SHOTS_FACTOR = SUPPORT_SHOTS_FACTORS["nnUNetTrainerSupportSlices"]
 
     def support_plan(self) -> FewShotPlan:
         """The plans' few-shot block with K scaled by ``SHOTS_FACTOR``."""
@@ -122,4 +123,4 @@ class nnUNetTrainerSupportSlices(nnUNetTrainer):
 class nnUNetTrainerSupportSlices10x(nnUNetTrainerSupportSlices):
     """The same with 10x as many slices: the paper's bar for few-shot SAM."""
 
-    SHOTS_FACTOR = 10
+    SHOTS_FACTOR = SUPPORT_SHOTS_FACTORS["nnUNetTrainerSupportSlices10x"]

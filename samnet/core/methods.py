@@ -44,7 +44,12 @@ SAM_TRAINERS = {
 # Few-shot plans (a ``few_shot`` block, samnet.core.sam_plan.FewShotPlan) train with it.
 FEW_SHOT_TRAINER = "nnUNetTrainerSAMFewShot"
 # nnU-Net on a few-shot plan's K support slices and on 10K (samnet.trainers.support_slices_trainer).
-SUPPORT_TRAINERS = ("nnUNetTrainerSupportSlices", "nnUNetTrainerSupportSlices10x")
+# How many times the plan's K support slices each trains on (K and 10K).
+SUPPORT_SHOTS_FACTORS = {
+    "nnUNetTrainerSupportSlices": 1,
+    "nnUNetTrainerSupportSlices10x": 10,
+}
+SUPPORT_TRAINERS = tuple(SUPPORT_SHOTS_FACTORS)
 
 
 # Plans with ``prompts`` train SAM to follow them (samnet.trainers.prompted_trainer); its

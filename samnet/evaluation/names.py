@@ -22,25 +22,18 @@ from samnet.core.methods import (
     FEW_SHOT_TRAINER,
     PROMPTED_TRAINER,
     SAM_TRAINERS,
+    SUPPORT_SHOTS_FACTORS,
     SUPPORT_TRAINERS,
     Method,
 )
 
 SAM_TRAINER_PREFIX = "nnUNetTrainerSAM"
-# samnet.models.backbones.BACKBONES keys.
-BACKBONE_TITLES = {
-    "lite_medsam": "LiteMedSAM",
-    "mobile_sam": "MobileSAM",
-    "medsam_vit_b": "MedSAM (ViT-B)",
-}
 # nnU-Net's residual-encoder presets (nnUNetPlannerResEnc{M,L,XL}) by plans identifier.
 RESENC_TITLES = {
     "nnUNetResEncUNetMPlans": "ResEnc M",
     "nnUNetResEncUNetLPlans": "ResEnc L",
     "nnUNetResEncUNetXLPlans": "ResEnc XL",
 }
-# How many times the plan's K support slices each support trainer takes (its SHOTS_FACTOR).
-SUPPORT_FACTORS = dict(zip(SUPPORT_TRAINERS, (1, 10)))
 PART_TITLES = {
     "encoder": "encoder",
     "decoder": "decoder",
@@ -108,7 +101,11 @@ def sam_title(method: Method, sam: dict | None) -> str:
     """A SAM method's title: backbone and what trains, or its mode (few-shot, prompted)."""
     if sam is None:
         return PLANLESS_SAM_TITLES.get(method.trainer, f"SAM ({method.trainer})")
-    backbone = BACKBONE_TITLES.get(sam["backbone"], sam["backbone"])
+    # torch and segment-anything come with the registry: kept off samnet_compare --help
+    from samnet.models.backbones import BACKBONES
+
+    spec = BACKBONES.get(sam["backbone"])
+    backbone = spec.title if spec else sam["backbone"]
     if method.trainer == FEW_SHOT_TRAINER:
         return f"SAM few-shot ({backbone}, {sam['few_shot']['shots']} support slices)"
     details = ", ".join([backbone, *training_phrases(sam)])
@@ -129,8 +126,8 @@ def nnunet_title(method: Method, sam: dict | None) -> str:
     title = (
         f"nnU-Net {preset} {configuration}" if preset else f"nnU-Net {configuration}"
     )
-    if method.trainer in SUPPORT_FACTORS:
-        factor = SUPPORT_FACTORS[method.trainer]
+    if method.trainer in SUPPORT_SHOTS_FACTORS:
+        factor = SUPPORT_SHOTS_FACTORS[method.trainer]
         if sam is not None and sam.get("few_shot"):
             return f"{title} on {factor * sam['few_shot']['shots']} support slices"
         slices = "the" if factor == 1 else f"{factor}x the"

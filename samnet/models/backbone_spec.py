@@ -27,6 +27,7 @@ class BackboneSpec:
       embedding_stride: input pixels per image-embedding pixel.
       normalization: "unit_range" or "sam_rgb" (see the module docstring).
       checkpoint_filenames: the names users' weight files usually have.
+      title: the backbone's published name, as reports show it.
       source: where users get the weights (shown when the file is missing).
       build: returns a randomly initialised ``Sam`` at ``native_size``.
       encoder_gflop: fp32 GFLOP of the image encoder's forward pass on one slice at
@@ -48,6 +49,7 @@ class BackboneSpec:
     """
 
     name: str
+    title: str
     native_size: int
     embedding_stride: int
     normalization: str

@@ -70,6 +70,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec(
             name="lite_medsam",
+            title="LiteMedSAM",
             native_size=256,
             embedding_stride=4,
             normalization="unit_range",
@@ -86,6 +87,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         BackboneSpec(
             name="mobile_sam",
+            title="MobileSAM",
             native_size=1024,
             embedding_stride=16,
             normalization="sam_rgb",
@@ -108,6 +110,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         *(
             BackboneSpec(
                 name=f"sam_{vit}",
+                title=f"SAM (ViT-{vit[-1].upper()})",
                 native_size=1024,
                 embedding_stride=16,
                 normalization="sam_rgb",
@@ -126,6 +129,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         BackboneSpec(
             name="medsam_vit_b",
+            title="MedSAM (ViT-B)",
             native_size=1024,
             embedding_stride=16,
             normalization="unit_range",
