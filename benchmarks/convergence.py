@@ -61,8 +61,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--busy",
-        help="what else ran on the machine meanwhile (recorded: its wall times are then "
-        "not a quiet measurement); omit when nothing did",
+        help="what else ran on the machine while this invocation trained (recorded with "
+        "each budget it trains: their wall times are then not quiet); omit when nothing did",
     )
     return parser.parse_args()
 
@@ -84,15 +84,15 @@ def train_budget(
     command += ["--folds", str(args.fold), "--device", args.device]
     command += ["--epochs", str(epochs), "--iterations-per-epoch"]
     command += [str(args.iterations_per_epoch), "--batch-size", str(batch)]
+    plans = "nnUNetPlans" if real.baseline == "2d" else "samnetPlans"
+    method_name = f"nnUNetTrainer__{plans}__{real.baseline}"
+    results = Path(own["nnUNet_results"]) / real.dataset
+    final = results / method_name / f"fold_{args.fold}" / "checkpoint_final.pth"
+    trained_before = final.exists()
     start = time.perf_counter()
     run_command(command, own)
-    report_file = (
-        Path(own["nnUNet_results"]) / real.dataset / "samnet_report" / "report.json"
-    )
-    report = json.loads(report_file.read_text())
-    plans = "nnUNetPlans" if real.baseline == "2d" else "samnetPlans"
-    method = report["methods"][f"nnUNetTrainer__{plans}__{real.baseline}"]
-    fold = method["folds"][str(args.fold)]
+    report = json.loads((results / "samnet_report" / "report.json").read_text())
+    fold = report["methods"][method_name]["folds"][str(args.fold)]
     return {
         "epochs": epochs,
         "optimizer_steps": steps,
@@ -101,6 +101,7 @@ def train_budget(
         "training": fold["training"],
         "ema_pseudo_dice": fold["curves"]["ema_fg_dice"],
         "wall_seconds_this_run": round(time.perf_counter() - start, 1),
+        "trained_in_this_run": not trained_before,
     }
 
 
@@ -153,24 +154,39 @@ def main() -> None:
     real = DATASETS[args.dataset]
     environment = work_environment("convergence")
     ensure_raw(real, environment)
+    name = f"convergence_{args.dataset}_{machine()['kind'].lower()}"
+    written = RESULTS / f"{name}.json"
+    # A budget trained by an earlier invocation keeps that invocation's record of its
+    # wall time and of what shared the machine; this one only re-read its scores.
+    earlier = {
+        run["optimizer_steps"]: run
+        for run in (json.loads(written.read_text())["runs"] if written.exists() else [])
+    }
     runs: list[dict] = []
     epochs = args.epochs
     for _ in range(args.max_doublings + 1):
-        runs.append(train_budget(args, epochs, environment))
+        run = train_budget(args, epochs, environment)
+        previous = earlier.get(run["optimizer_steps"])
+        if previous and not run["trained_in_this_run"]:
+            run["wall_seconds_this_run"] = previous["wall_seconds_this_run"]
+            run["machine_busy_with"] = previous.get("machine_busy_with")
+        else:
+            run["machine_busy_with"] = args.busy
+        run.pop("trained_in_this_run")
+        runs.append(run)
         # Written after every budget: a sweep stopped later keeps what it measured.
-        write_sweep(args, real.dataset, f"nnU-Net {real.baseline}", runs)
+        write_sweep(args, name, real.dataset, f"nnU-Net {real.baseline}", runs)
         if converged_at(runs, args.tolerance) is not None:
             break
         epochs *= 2
 
 
 def write_sweep(
-    args: argparse.Namespace, dataset: str, method: str, runs: list[dict]
+    args: argparse.Namespace, name: str, dataset: str, method: str, runs: list[dict]
 ) -> None:
-    host = machine()
     result = {
         "benchmark": "convergence",
-        "machine": host,
+        "machine": machine(),
         "dataset": dataset,
         "method": method,
         "fold": args.fold,
@@ -178,9 +194,7 @@ def write_sweep(
         "metric": "mean foreground Dice of the fold's validation cases (nnU-Net's)",
         "runs": runs,
         "converged_at_steps": converged_at(runs, args.tolerance),
-        "machine_busy_with": args.busy,
     }
-    name = f"convergence_{args.dataset}_{host['kind'].lower()}"
     write_result(name, result)
     plot(result, RESULTS / f"{name}.png")
 
