@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from segment_anything.modeling import (
     ImageEncoderViT,
     MaskDecoder,
@@ -390,3 +391,17 @@ def write_probability_method(
         np.savez_compressed(validation / f"{case}.npz", probabilities=output)
         (validation / f"{case}.pkl").write_bytes(pickle.dumps({"sitk_stuff": GEOMETRY}))
     write_model_files(folder)
+
+
+def write_probability_references(nnunet_folders: dict[str, Path]) -> None:
+    """The ensembling fixture's dataset.json and its two cases' reference segmentations."""
+    write_dataset_json(nnunet_folders["nnUNet_raw"])
+    gt_folder = (
+        nnunet_folders["nnUNet_preprocessed"] / REPORT_DATASET / "gt_segmentations"
+    )
+    gt_folder.mkdir(parents=True)
+    for case in ("c1", "c2"):
+        sitk.WriteImage(
+            sitk.GetImageFromArray(reference_segmentation()),
+            str(gt_folder / f"{case}.nii.gz"),
+        )

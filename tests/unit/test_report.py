@@ -24,10 +24,10 @@ import torch
 from helpers import (
     REPORT_DATASET,
     probabilities,
-    reference_segmentation,
     write_dataset_json,
     write_model_files,
     write_probability_method,
+    write_probability_references,
     write_summary,
 )
 from monai.metrics import compute_surface_dice
@@ -613,16 +613,7 @@ def test_compare_help_imports_nothing_heavy() -> None:
 @pytest.fixture
 def probability_results(nnunet_folders: dict[str, Path]) -> Path:
     """SAM finds class 1 only, the baseline class 2 only; their mean probabilities find both."""
-    write_dataset_json(nnunet_folders["nnUNet_raw"])
-    gt_folder = (
-        nnunet_folders["nnUNet_preprocessed"] / REPORT_DATASET / "gt_segmentations"
-    )
-    gt_folder.mkdir(parents=True)
-    for case in ("c1", "c2"):
-        sitk.WriteImage(
-            sitk.GetImageFromArray(reference_segmentation()),
-            str(gt_folder / f"{case}.nii.gz"),
-        )
+    write_probability_references(nnunet_folders)
     results = nnunet_folders["nnUNet_results"]
     sam = probabilities(class_1=[0.1, 0.9, 0.0], class_2=[0.6, 0.0, 0.4])
     baseline = probabilities(class_1=[0.6, 0.4, 0.0], class_2=[0.0, 0.1, 0.9])

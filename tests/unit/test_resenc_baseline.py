@@ -9,13 +9,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import SimpleITK as sitk
 from helpers import (
     REPORT_DATASET,
     probabilities,
-    reference_segmentation,
-    write_dataset_json,
     write_probability_method,
+    write_probability_references,
     write_summary,
 )
 from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
@@ -82,16 +80,7 @@ def three_plans(nnunet_folders: dict[str, Path]) -> None:
     """SAM finds class 1 only, ResEnc both, nnU-Net's default 2d class 2 only (validated
     without probabilities); SAM + ResEnc misses class 2 (their mean probability there is
     background's)."""
-    write_dataset_json(nnunet_folders["nnUNet_raw"])
-    gt_folder = (
-        nnunet_folders["nnUNet_preprocessed"] / REPORT_DATASET / "gt_segmentations"
-    )
-    gt_folder.mkdir(parents=True)
-    for case in ("c1", "c2"):
-        sitk.WriteImage(
-            sitk.GetImageFromArray(reference_segmentation()),
-            str(gt_folder / f"{case}.nii.gz"),
-        )
+    write_probability_references(nnunet_folders)
     results = nnunet_folders["nnUNet_results"]
     for method, class_1, class_2, dice in (
         (SAM, [0.1, 0.9, 0.0], [0.6, 0.0, 0.4], {"1": 1.0, "2": 0.0}),
