@@ -32,13 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         "-i", "--input", type=Path, required=True, help="the task's imagesTs folder"
     )
     parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="folder for the submission"
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for the submission, outside -i and not above it",
     )
     args = parser.parse_args(argv)
     dataset, selection, options = selection_and_options(args)
     reference = task_reference(args.task, args.input, training_dataset_json(selection))
     print(describe(selection))
-    args.output.mkdir(parents=True, exist_ok=True)
     record = export_task(reference, args.output, selection, options, args.overwrite)
     record_task(args.output, reference, {"dataset": dataset.name, **record})
     combined = combine_tasks(args.output)

@@ -43,7 +43,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip test-time mirroring (faster; validation used it where the model allows it)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output"
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs samnet wrote there before (other files are kept)",
     )
 
 

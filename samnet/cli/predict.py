@@ -11,7 +11,9 @@ Inputs may be NIfTI, MHA, NRRD or PNG (also BMP, TIFF, JPEG), one file per chann
 ``CASE_0000.ext`` as in nnU-Net, or one file per case. Files in a format other than the
 training data's are converted into it first, keeping their geometry. Each segmentation is
 written back in its input's format and geometry as ``OUT/CASE.ext`` (PNG for JPEG inputs:
-labels must not be compressed lossily).
+labels must not be compressed lossily). OUT is never the input folder, inside it or
+above it; ``--overwrite`` replaces only the files samnet wrote in OUT before (its
+``.samnet_outputs.json`` lists them), never other files there.
 
 The pieces live in :mod:`samnet.inference`; this module is the command.
 """
@@ -23,9 +25,9 @@ import json
 from pathlib import Path
 
 from samnet.cli.model_options import add_model_arguments, selection_and_options
-from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError, cli_entry
-from samnet.core.layout import PREDICTION_RECORD
+from samnet.core.layout import MANIFEST, PREDICTION_RECORD
+from samnet.core.output_folder import own_outputs, refuse_overlap
 from samnet.inference.file_formats import cases_in_folder
 from samnet.inference.run import predict_cases
 from samnet.inference.selection import channel_names, describe, training_dataset_json
@@ -43,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         "-i", "--input", type=Path, required=True, help="folder of images"
     )
     parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="folder for the segmentations"
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for the segmentations, outside -i; with --overwrite, only what "
+        f"samnet wrote there before (listed in {MANIFEST}) is replaced",
     )
     parser.add_argument(
         "--prompts",
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "model trained with --prompts; see the README",
     )
     args = parser.parse_args(argv)
+    refuse_overlap(args.input, args.output)
     # torch: here, not at the top, keeps --help fast
     from samnet.inference.interactive import is_prompted, predict_with_prompts
 
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{selection.name} was trained to follow prompts and segments nothing without them",
             "pass --prompts FILE (see the README), or choose another --model",
         )
-    with atomic_folder(args.output, args.overwrite) as folder:
+    with own_outputs(args.output, args.overwrite) as folder:
         if args.prompts is not None:
             record = predict_with_prompts(
                 cases, folder, selection, options, args.prompts

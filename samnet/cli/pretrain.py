@@ -39,7 +39,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="side of a hidden patch (px)",
     )
     add_device_argument(parser)
-    parser.add_argument("--overwrite", action="store_true", help="start again")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again (refused while trained SAM folds are built on the weights)",
+    )
     return parser.parse_args(argv)
 
 

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from samnet.core.termination import sigterm_as_exit
+
 
 class SamnetError(Exception):
     """Bad input or state a user can fix: names the file, the problem and the fix."""
@@ -22,12 +24,14 @@ class SamnetError(Exception):
 def cli_entry(
     main: Callable[[list[str] | None], int | None],
 ) -> Callable[[list[str] | None], int]:
-    """Wrap a command's ``main`` so a :class:`SamnetError` prints cleanly and exits 1."""
+    """Wrap a command's ``main`` so a :class:`SamnetError` prints cleanly and exits 1,
+    and SIGTERM (a SLURM time limit) cleans up as an error does (``sigterm_as_exit``)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         try:
-            return main(argv) or 0
+            with sigterm_as_exit():
+                return main(argv) or 0
         except SamnetError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -16,9 +16,13 @@ RESENC_M_PLANS = "nnUNetResEncUNetMPlans"
 
 # Files in a fold folder, nnUNet_results/DATASET/TRAINER__PLANS__CONFIGURATION/fold_k/.
 # Written by samnet.pipeline.train_fold into each fold folder; read by the report.
+# The fold's cost, written last, once validation completed: it marks the fold done.
 FOLD_STATS_FILE = "samnet_fold_stats.json"
 FOLD_BUDGET_FILE = "samnet_budget.json"
+# What the fold trains on: a hash of its configuration and preprocessed data's stamp.
+FOLD_ORIGIN_FILE = "samnet_trained_from.json"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
 FEW_SHOT_SUPPORT_FILE = "fewshot_support.json"
 SUPPORT_SLICES_FILE = "support_slices.json"
 # The report's NSD and HD95 of the fold's validation cases (samnet.evaluation.surface);
@@ -51,3 +55,15 @@ PREDICTION_RECORD = "samnet_prediction.json"
 SUBMISSION_RECORD = "samnet_submission.json"
 COMBINED_SUBMISSION_ZIP = "msd_submission.zip"
 IDENTITY_SUFFIX = ".identity.json"
+
+# nnU-Net's cross-validation splits in nnUNet_preprocessed/DATASET/.
+SPLITS_FILE = "splits_final.json"
+# DATA_IDENTIFIER.json in it: written by samnet.pipeline.planning once nnU-Net's
+# preprocessing of that data folder has finished, the settings and cases it was made
+# with. Beside the data folders, not in them: nnU-Net infers a folder's storage format
+# from the file endings it holds.
+PREPROCESSED_STAMPS_FOLDER = "samnet_preprocessed"
+# Lock files (and their holders) of runs on a dataset, in nnUNet_preprocessed/DATASET/.
+LOCK_FOLDER = ".samnet_locks"
+# What samnet wrote into a user's output folder: --overwrite replaces only these.
+MANIFEST = ".samnet_outputs.json"

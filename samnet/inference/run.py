@@ -3,7 +3,7 @@
 ``nnUNetPredictor`` runs each model (averaging its folds; a frozen SAM encoder runs once
 for all of them, ``samnet.models.shared_encoder``), ``ensemble_folders`` averages the
 probabilities of several models, and ``apply_postprocessing_to_folder`` applies the
-``postprocessing.pkl`` of the selection. ``predict_cases`` does all of it for a set of cases,
+postprocessing of the selection (read from nnU-Net's ``postprocessing.json``). ``predict_cases`` does all of it for a set of cases,
 from the user's files to segmentations in their format and geometry.
 """
 
@@ -13,9 +13,7 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from samnet.core.atomic import scratch_folder
+from samnet.core.errors import SamnetError
 from samnet.core.layout import FINAL_CHECKPOINT
 from samnet.inference.file_formats import stage_inputs, write_back
 from samnet.inference.selection import (
@@ -121,6 +121,32 @@ def average_members(
     )
 
 
+def postprocessing_rules(record: Path) -> tuple[list[Callable], list[dict]]:
+    """The rules nnU-Net kept, read from the ``postprocessing.json`` it writes beside
+    ``postprocessing.pkl``: functions by name among nnU-Net's own, so nothing is unpickled."""
+    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
+    from nnunetv2.postprocessing.remove_connected_components import (
+        remove_all_but_largest_component_from_segmentation as keep_largest,
+    )
+
+    fix = "determine it again: samnet_compare DATASET (or nnUNetv2_determine_postprocessing)"
+    try:
+        summary = json.loads(record.read_text())
+        names = summary["postprocessing_fns"]
+        arguments = summary["postprocessing_kwargs"]
+    except (OSError, ValueError, KeyError) as error:
+        raise SamnetError(record, f"cannot be read ({error})", fix) from error
+    unknown = sorted(set(names) - {keep_largest.__name__})
+    if unknown or len(arguments) != len(names):
+        raise SamnetError(
+            record,
+            f"names functions samnet does not apply ({unknown}) or does not give each "
+            "its arguments",
+            fix,
+        )
+    return [keep_largest] * len(names), arguments
+
+
 def postprocess(
     folder: Path,
     target: Path,
@@ -129,14 +155,13 @@ def postprocess(
     plans: dict,
     processes: int,
 ) -> None:
-    """nnU-Net's ``apply_postprocessing_to_folder`` with the functions in ``postprocessing.pkl``."""
-    # nnunetv2 reads the nnUNet_* variables at import: after configure_environment().
+    """nnU-Net's ``apply_postprocessing_to_folder`` with the rules of ``postprocessing``
+    (``postprocessing_rules``)."""
     from nnunetv2.postprocessing.remove_connected_components import (
         apply_postprocessing_to_folder,
     )
 
-    with postprocessing.open("rb") as file:
-        functions, arguments = pickle.load(file)
+    functions, arguments = postprocessing_rules(postprocessing)
     apply_postprocessing_to_folder(
         str(folder), str(target), functions, arguments, plans, dataset_json, processes
     )
@@ -180,16 +205,14 @@ def predict_cases(
     """Segment ``cases`` (id -> channel files) into the folder ``output``; return a record.
 
     Each case becomes ``output/CASE.ext`` in its input's format and geometry. Work files go
-    to a hidden temporary sibling of ``output``, removed at the end.
+    to a hidden temporary sibling of ``output``, removed at the end (and by the next run,
+    when a kill left it).
     """
     dataset_json = training_dataset_json(selection)
     plans = json.loads((selection.members[0].folder / "plans.json").read_text())
     ending = dataset_json["file_ending"]
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(
-        prefix=".samnet_predict.", dir=output.parent
-    ) as temporary:
-        work = Path(temporary)
+    with scratch_folder(output.parent, ".samnet_predict.") as work:
         (work / "inputs").mkdir()
         inputs, converted = stage_inputs(
             cases, ending, channel_names(dataset_json), work / "inputs"

@@ -1,8 +1,8 @@
 """Which trained models predict: the comparison's best configuration or the models named.
 
 A selection is one model or several (their probabilities averaged), each with the folds it
-averages, and the ``postprocessing.pkl`` nnU-Net's ``determine_postprocessing`` wrote for
-that configuration, or why there is none.
+averages, and the postprocessing nnU-Net's ``determine_postprocessing`` determined for
+that configuration (its ``postprocessing.json``), or why there is none.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from pathlib import Path
 
 from samnet.core.datasets import dataset_id
 from samnet.core.errors import SamnetError
-from samnet.core.layout import ENSEMBLES_FOLDER, FINAL_CHECKPOINT, REPORT_FOLDER
+from samnet.core.layout import (
+    ENSEMBLES_FOLDER,
+    FINAL_CHECKPOINT,
+    POSTPROCESSING_SUMMARY,
+    REPORT_FOLDER,
+)
 from samnet.core.methods import Method
 from samnet.core.paths import results_folder
 
@@ -121,7 +126,7 @@ def best_configuration(dataset: Path) -> tuple[str, list[str], list[int]]:
 def postprocessing_candidates(
     dataset: Path, members: list[str], folds: list[int]
 ) -> list[Path]:
-    """Where nnU-Net's ``determine_postprocessing`` leaves ``postprocessing.pkl`` for these members.
+    """Where nnU-Net's ``determine_postprocessing`` leaves its postprocessing for these members.
 
     A single model: its ``crossval_results_folds_X`` (``find_best_configuration`` and
     ``nnUNetv2_accumulate_crossval_results``); an ensemble: samnet's ``samnet_ensembles/a+b``
@@ -139,17 +144,19 @@ def postprocessing_candidates(
 def find_postprocessing(
     dataset: Path, members: list[str], folds: list[int]
 ) -> tuple[Path | None, str]:
-    """The ``postprocessing.pkl`` determined for these members, or None and why, with the fix."""
+    """The postprocessing determined for these members (the ``postprocessing.json`` nnU-Net
+    writes beside its ``postprocessing.pkl``, read without unpickling), or None and why,
+    with the fix."""
     folders = postprocessing_candidates(dataset, members, folds)
     for folder in folders:
-        if (folder / "postprocessing.pkl").is_file():
+        if (folder / POSTPROCESSING_SUMMARY).is_file():
             return (
-                folder / "postprocessing.pkl",
+                folder / POSTPROCESSING_SUMMARY,
                 "determined by nnU-Net on cross-validation",
             )
-    looked = ", ".join(str(folder / "postprocessing.pkl") for folder in folders)
+    looked = ", ".join(str(folder / POSTPROCESSING_SUMMARY) for folder in folders)
     return None, (
-        f"none: no postprocessing.pkl determined for this configuration (looked for {looked}); "
+        f"none: no postprocessing determined for this configuration (looked for {looked}); "
         "predicting without it. To have one: nnUNetv2_determine_postprocessing -i FOLDER "
         "-ref $nnUNet_preprocessed/DATASET/gt_segmentations on the configuration's "
         "cross-validation predictions (nnUNetv2_find_best_configuration does both)"

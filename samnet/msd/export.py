@@ -15,14 +15,14 @@ them all.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from samnet.core.atomic import atomic_file, atomic_folder
+from samnet.core.atomic import atomic_file, scratch_folder
 from samnet.core.errors import SamnetError
-from samnet.core.layout import COMBINED_SUBMISSION_ZIP, SUBMISSION_RECORD
+from samnet.core.layout import COMBINED_SUBMISSION_ZIP, MANIFEST, SUBMISSION_RECORD
+from samnet.core.output_folder import own_outputs, refuse_overlap
 from samnet.inference.run import MemberRunner, Options, predict_cases, run_with_nnunet
 from samnet.inference.selection import Selection
 from samnet.msd.validate import (
@@ -98,7 +98,14 @@ def export_task(
     overwrite: bool = False,
     run_member: MemberRunner = run_with_nnunet,
 ) -> dict:
-    """Predict, conform, validate and zip one task into ``output``; return the prediction record."""
+    """Predict, conform, validate and zip one task into ``output``; return the prediction record.
+
+    ``output`` is outside the test images' folder and not above it. ``overwrite`` replaces
+    the task's zip and the predictions samnet wrote in ``output/TASK/`` before (listed in
+    ``output/.TASK.samnet_outputs.json``: the task folder holds predictions only), never
+    other files.
+    """
+    refuse_overlap(images_folder(reference), output)
     task_zip = output / f"{reference.task}.zip"
     if task_zip.exists() and not overwrite:
         raise SamnetError(
@@ -107,22 +114,28 @@ def export_task(
             "pass --overwrite to replace it, or choose another -o",
         )
     cases = {name[: -len(NIFTI)]: [path] for name, path in reference.images.items()}
-    with atomic_folder(output / reference.task, overwrite) as folder:
-        with tempfile.TemporaryDirectory(prefix=".samnet_msd.", dir=output) as raw:
-            record = predict_cases(cases, Path(raw), selection, options, run_member)
+    task_folder = output / reference.task
+    manifest = output / f".{reference.task}{MANIFEST}"
+    with own_outputs(task_folder, overwrite, manifest, reference.images) as folder:
+        with scratch_folder(output, ".samnet_msd.") as raw:
+            record = predict_cases(cases, raw, selection, options, run_member)
             for name, image in reference.images.items():
-                conform(Path(raw) / name, image, folder / name)
+                conform(raw / name, image, folder / name)
         write_task_zip(folder, reference, task_zip)
     return record
+
+
+def images_folder(reference: TaskReference) -> Path:
+    """The folder of the task's test images."""
+    return next(iter(reference.images.values())).parent.resolve()
 
 
 def record_task(output: Path, reference: TaskReference, details: dict) -> None:
     """Add the task to ``samnet_submission.json``: its images and labels (for the validator) and how it was made."""
     path = output / SUBMISSION_RECORD
     record = json.loads(path.read_text()) if path.is_file() else {"tasks": {}}
-    images_folder = next(iter(reference.images.values())).parent.resolve()
     record["tasks"][reference.task] = {
-        "images": str(images_folder),
+        "images": str(images_folder(reference)),
         "labels": sorted(reference.labels),
         **details,
     }

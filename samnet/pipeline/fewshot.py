@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from samnet.core.atomic import atomic_folder
 from samnet.core.datasets import Dataset
 from samnet.core.devices import resolve_device
 from samnet.core.errors import SamnetError
 from samnet.core.layout import SAM_CONFIGURATION, SAM_PLANS
 from samnet.core.methods import FEW_SHOT_TRAINER
+from samnet.core.output_folder import own_outputs, refuse_overlap
 from samnet.core.paths import configure_environment
 from samnet.inference.file_formats import cases_in_folder
 from samnet.inference.run import Options, predict_cases
@@ -117,8 +117,11 @@ def predict_few_shot(
     ``samnet_predict -d DATASET --model nnUNetTrainerSAMFewShot:samnetPlans:sam_2d`` as a
     function: inputs in any format samnet_predict reads (``CASE_0000.ext`` per channel),
     each output in its input's format and geometry, ``folds`` averaged (default: every
-    trained fold). Returns samnet_predict's record of the run.
+    trained fold). ``output_folder`` is outside ``input_folder`` and not above it;
+    ``overwrite`` replaces only what samnet wrote there before. Returns samnet_predict's
+    record of the run.
     """
+    refuse_overlap(Path(input_folder), Path(output_folder))
     configure_environment()
 
     model = f"{FEW_SHOT_TRAINER}:{SAM_PLANS}:{SAM_CONFIGURATION}"
@@ -130,5 +133,5 @@ def predict_few_shot(
     channels = channel_names(training_dataset_json(selection))
     cases = cases_in_folder(Path(input_folder), len(channels))
     options = Options(device=resolve_device(device).type)
-    with atomic_folder(Path(output_folder), overwrite) as folder:
+    with own_outputs(Path(output_folder), overwrite) as folder:
         return predict_cases(cases, folder, selection, options)

@@ -44,7 +44,11 @@ from samnet.evaluation.plots import figure_file
 from samnet.models.backbones import get_backbone
 from samnet.models.network import build_network
 from samnet.pipeline.options import PretrainOptions
-from samnet.pretraining.identity import pretrained_folder, save_pretrained_base
+from samnet.pretraining.identity import (
+    folds_built_on,
+    pretrained_folder,
+    save_pretrained_base,
+)
 from samnet.pretraining.loop import PretrainBudget, pretrain
 from samnet.pretraining.masked_image_model import MaskedImageModel
 from samnet.pretraining.slices import slice_windows
@@ -62,9 +66,13 @@ def sam_configuration(dataset: Dataset) -> dict:
     return json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
 
 
-def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
-    """Start ``folder`` for ``budget``, or continue the run it holds with the same budget."""
+def claim_folder(dataset_name: str, budget: dict, overwrite: bool) -> Path:
+    """Start the dataset's pre-training folder for ``budget``, or continue the run it holds
+    with the same budget; returns the folder. ``overwrite`` starts again, unless trained
+    SAM folds are built on the weights it holds."""
+    folder = pretrained_folder(dataset_name)
     if overwrite and folder.exists():
+        refuse_if_in_use(dataset_name, folder)
         shutil.rmtree(folder)
     if (folder / PRETRAIN_RECORD_FILE).exists():
         raise SamnetError(
@@ -81,6 +89,22 @@ def claim_folder(folder: Path, budget: dict, overwrite: bool) -> None:
         )
     folder.mkdir(parents=True, exist_ok=True)
     recorded.write_text(json.dumps(budget))
+    return folder
+
+
+def refuse_if_in_use(dataset_name: str, folder: Path) -> None:
+    """Refuse to remove pre-trained weights that trained SAM folds name as their base."""
+    weights = sorted(folder.glob(f"*{PRETRAINED_WEIGHTS_SUFFIX}"))
+    folds = folds_built_on(dataset_name, weights)
+    if folds:
+        named = ", ".join(str(fold.relative_to(folder.parent)) for fold in folds)
+        raise SamnetError(
+            folder,
+            f"holds the base weights of {len(folds)} trained SAM fold(s): {named}; "
+            "--overwrite would delete them and leave those models unloadable",
+            "keep these weights (re-run without --overwrite), or move those fold folders "
+            "away first if you mean to retrain them on new pre-trained weights",
+        )
 
 
 def preprocessed_test_images(dataset: Dataset) -> list[np.ndarray]:
@@ -115,10 +139,11 @@ def continue_pretraining(dataset: Dataset, options: PretrainOptions) -> Path:
     configuration = sam_configuration(dataset)
     plan = SamPlan.from_dict(configuration["sam"])
     spec = get_backbone(plan.backbone)
-    folder = pretrained_folder(dataset.name)
     budget = PretrainBudget(options.steps, options.batch_size, options.learning_rate)
     masking = {"mask_ratio": options.mask_ratio, "mask_patch": options.mask_patch}
-    claim_folder(folder, {**budget.__dict__, **masking}, options.overwrite)
+    folder = claim_folder(
+        dataset.name, {**budget.__dict__, **masking}, options.overwrite
+    )
     data = dataset.preprocessed / configuration["data_identifier"]
     preprocessed = infer_dataset_class(str(data))(str(data))
     cases = [preprocessed.load_case(case)[0] for case in preprocessed.identifiers]

@@ -21,7 +21,9 @@ from samnet.core.layout import (
     PRETRAIN_FOLDER,
     PRETRAIN_RECORD_FILE,
     PRETRAINED_WEIGHTS_SUFFIX,
+    SAM_PLANS,
 )
+from samnet.core.methods import Method
 from samnet.core.paths import results_folder
 from samnet.models.backbone_resize import interpolate_pos_embed
 from samnet.models.backbone_spec import BackboneSpec
@@ -83,3 +85,26 @@ def finished_pretrained_bases(dataset_name: str) -> dict[str, Path]:
         path.name.removesuffix(PRETRAINED_WEIGHTS_SUFFIX): path
         for path in folder.glob(f"*{PRETRAINED_WEIGHTS_SUFFIX}")
     }
+
+
+def folds_built_on(dataset_name: str, weights: list[Path]) -> list[Path]:
+    """The dataset's SAM fold folders with a checkpoint whose plan names one of ``weights``
+    as its base: their models load only on top of those weights."""
+    wanted = {path.resolve() for path in weights}
+    return [
+        fold
+        for plans_file in sorted(
+            (results_folder() / dataset_name).glob(f"*__{SAM_PLANS}__*/plans.json")
+        )
+        if _sam_base(plans_file) in wanted
+        for fold in sorted(plans_file.parent.glob("fold_*"))
+        if any(fold.glob("checkpoint_*.pth"))
+    ]
+
+
+def _sam_base(plans_file: Path) -> Path | None:
+    """The base weights the SAM plan nnU-Net copied into a results folder names, if any."""
+    configuration = Method.from_folder_name(plans_file.parent.name).configuration
+    plans = json.loads(plans_file.read_text())
+    sam = plans.get("configurations", {}).get(configuration, {}).get("sam") or {}
+    return Path(sam["checkpoint"]).resolve() if sam.get("checkpoint") else None

@@ -36,7 +36,7 @@ def test_samnet_predict_with_a_trained_nnunet(trained_demo, tmp_path: Path) -> N
     # samnet_plan_and_train's report determined nnU-Net's postprocessing for this model.
     determined = (
         results / "nnUNetTrainer__nnUNetPlans__2d" / "crossval_results_folds_0"
-        / "postprocessing.pkl"
+        / "postprocessing.json"
     )  # fmt: skip
     assert record["cases"] == 2 and record["postprocessing"] == str(determined)
     assert determined.is_file()

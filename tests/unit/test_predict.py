@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from helpers import (
 
 from samnet.cli.predict import main
 from samnet.core.errors import SamnetError
-from samnet.core.layout import FINAL_CHECKPOINT
+from samnet.core.layout import FINAL_CHECKPOINT, POSTPROCESSING_SUMMARY
 from samnet.inference.file_formats import cases_in_folder
 from samnet.inference.run import Options, predict_cases
 from samnet.inference.selection import select_models
@@ -145,17 +144,22 @@ def test_ensemble_of_two_models_averages_their_probabilities(
 def test_postprocessing_nnunet_determined_is_applied_or_its_absence_said(
     results: Path, tmp_path: Path, determined: bool
 ) -> None:
-    # nnunetv2 reads nnUNet_* at import: imported only once the test has set them
-    from nnunetv2.postprocessing.remove_connected_components import (
-        remove_all_but_largest_component_from_segmentation as keep_largest,
-    )
-
     write_model(results, BASELINE)
     write_report(results, BASELINE, {BASELINE: [BASELINE]})
-    pkl = results / BASELINE / "crossval_results_folds_0" / "postprocessing.pkl"
+    folder = results / BASELINE / "crossval_results_folds_0"
     if determined:
-        pkl.parent.mkdir()
-        pkl.write_bytes(pickle.dumps(([keep_largest], [{"labels_or_regions": 1}])))
+        # What nnU-Net's determine_postprocessing writes beside its postprocessing.pkl
+        folder.mkdir()
+        (folder / POSTPROCESSING_SUMMARY).write_text(
+            json.dumps(
+                {
+                    "postprocessing_fns": [
+                        "remove_all_but_largest_component_from_segmentation"
+                    ],
+                    "postprocessing_kwargs": [{"labels_or_regions": 1}],
+                }
+            )
+        )
     image = medical_image()
     array = sitk.GetArrayFromImage(image)
     array[4, 0, 0] = 100.0  # a one-voxel second component
@@ -174,11 +178,11 @@ def test_postprocessing_nnunet_determined_is_applied_or_its_absence_said(
     assert predicted[4, 0, 0] == (0 if determined else 1)
     assert predicted[1:4, 2:5, 1:5].all()
     if determined:
-        assert record["postprocessing"] == str(pkl)
+        assert record["postprocessing"] == str(folder / POSTPROCESSING_SUMMARY)
     else:
         assert record["postprocessing"] is None
         note = record["postprocessing_note"]
-        assert note.startswith("none") and str(pkl) in note
+        assert note.startswith("none") and str(folder / POSTPROCESSING_SUMMARY) in note
         assert "nnUNetv2_determine_postprocessing" in note
 
 
@@ -317,13 +321,15 @@ def test_existing_output_is_kept_without_overwrite(
     inputs, output = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     output.mkdir()
+    (output / "notes.txt").write_text("mine")
     sitk.WriteImage(medical_image(), str(inputs / "case.nii.gz"))
     spec = "nnUNetTrainer:nnUNetPlans:3d_fullres"
     assert (
         main(["-d", "321", "-i", str(inputs), "-o", str(output), "--model", spec]) == 1
     )
     error = capsys.readouterr().err
-    assert "already exists" in error and "--overwrite" in error
+    assert "already exists and is not empty" in error and "--overwrite" in error
+    assert [p.name for p in output.iterdir()] == ["notes.txt"]
 
 
 def test_help_imports_nothing_heavy() -> None:

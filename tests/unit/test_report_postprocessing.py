@@ -90,7 +90,11 @@ def test_largest_component_rule_is_kept_where_it_raises_dice(
     document = (stray_blob_results / "samnet_report" / "report.md").read_text()
     assert "remove_all_but_largest_component_from_segmentation" in document
     found, note = find_postprocessing(stray_blob_results, [METHOD], [0, 1])
-    assert found == pkl and "determined by nnU-Net" in note
+    # read from the JSON nnU-Net writes beside the pickle: nothing is unpickled
+    assert (
+        found == pkl.with_name("postprocessing.json")
+        and "determined by nnU-Net" in note
+    )
 
 
 def test_postprocessing_is_reused_until_a_fold_is_validated_again(
