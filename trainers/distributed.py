@@ -11,6 +11,8 @@ checkpoints and nnU-Net's trainer lookup are unchanged:
 - DDP with ``static_graph``: only parameters that train are synchronised, and trainable
   ones a step does not use (SAM's IoU head beside a class head) raise no error;
 - each rank draws its batches from its own seed (fold, rank and epoch);
+- while rank 0 works alone (builds the embedding cache, takes the fold's lock), the
+  others wait at a barrier without NCCL's 10-minute timeout (``patient_barrier``);
 - only rank 0 writes files (nnU-Net already keeps checkpoints, logs, plots and
   ``debug.json`` to rank 0; its copies of ``plans.json``, ``dataset.json`` and the
   fingerprint are kept to rank 0 here).
@@ -25,6 +27,7 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -37,6 +40,13 @@ from samnet.trainers.sam_trainer import NNUNET_DEFAULT_DEVICE
 
 # Base of every rank's data seed (numpy and random of the training process).
 DATA_SEED = 12345
+# How long ranks wait for rank 0 at a patient barrier: longer than any embedding cache
+# build or lock wait, far past NCCL's 10 minutes. Should rank 0 die meanwhile, torchrun
+# ends the other ranks, so this limit never has to catch a failure.
+PATIENT_TIMEOUT = timedelta(days=7)
+# The group of patient_barrier, with the default group it was made in (a group dies
+# with the default one: destroy_process_group() and a new init make it stale).
+_patient: dict[str, object] = {}
 
 
 def launched_by_torchrun() -> bool:
@@ -61,6 +71,10 @@ def join_process_group(requested: torch.device) -> bool:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # Made now, while every rank is here: making a group waits for all of them, within
+    # the default timeout.
+    _patient["world"] = dist.group.WORLD
+    _patient["group"] = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
     return True
 
 
@@ -74,15 +88,32 @@ def barrier() -> None:
         dist.barrier()
 
 
+def patient_barrier() -> None:
+    """Wait for every rank, where there are several, for up to ``PATIENT_TIMEOUT``: for
+    rank 0 doing something long alone, which the group's own timeout would cut short.
+
+    The wait runs on the gloo group ``join_process_group`` made (CPU, next to NCCL too):
+    the default group's timeout and NCCL's watchdog stay as they are for training. In a
+    group that samnet did not join (nnU-Net's own ``-num_gpus``), it is a plain barrier.
+    """
+    if not dist.is_initialized():
+        return
+    patient = (
+        _patient.get("group") if _patient.get("world") is dist.group.WORLD else None
+    )
+    dist.barrier(group=patient)
+
+
 @contextlib.contextmanager
 def rank_zero_first(enabled: bool) -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. builds a shared cache), then the others do."""
+    """Rank 0 runs the block first (e.g. builds a shared cache, for hours on a large
+    dataset), then the others do: they wait at a ``patient_barrier``."""
     first = is_rank_zero()
     if enabled and not first:
-        dist.barrier()
+        patient_barrier()
     yield
     if enabled and first:
-        dist.barrier()
+        patient_barrier()
 
 
 def data_seed(fold: int, rank: int, epoch: int) -> int:

@@ -18,6 +18,7 @@ from samnet.cli.options import (
 from samnet.core.datasets import Dataset
 from samnet.core.errors import cli_entry
 from samnet.core.layout import SAM_CONFIGURATION
+from samnet.core.locks import planning_lock
 from samnet.core.paths import configure_environment
 
 # samnet_plan records these in the plan; samnet_plan_and_train applies its budget to
@@ -54,12 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     from samnet.pipeline.planning import plan_sam
     from samnet.planners.explain import explain
 
-    plans_file = plan_sam(
-        Dataset.resolve(args.dataset),
-        args.device,
-        overrides_from(args, (*OVERRIDE_OPTIONS, *BUDGET_OPTIONS)),
-        args.overwrite,
-    )
+    dataset = Dataset.resolve(args.dataset)
+    # A samnet_plan_and_train planning the same dataset finishes first.
+    with planning_lock(dataset.name):
+        plans_file = plan_sam(
+            dataset,
+            args.device,
+            overrides_from(args, (*OVERRIDE_OPTIONS, *BUDGET_OPTIONS)),
+            args.overwrite,
+        )
     if args.explain:
         print(explain(json.loads(plans_file.read_text()), SAM_CONFIGURATION))
     print(f"samnet: SAM plan in {plans_file}")

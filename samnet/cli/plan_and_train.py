@@ -145,12 +145,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="OPTION",
-        help="an extra #SBATCH line, e.g. --sbatch-option=--partition=gpu (repeatable)",
+        help="an extra #SBATCH line, e.g. --sbatch-option=--partition=gpu (repeatable; "
+        "one option each, on one line)",
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="re-plan, re-preprocess and retrain the folds",
+        help="re-plan, re-preprocess and retrain the folds (refused while another run "
+        "trains a fold of the dataset); with --launcher torchrun|slurm the folds are "
+        "cleared here, and the jobs, requeued or re-run, resume",
     )
     add_override_arguments(parser)
     return parser.parse_args(argv)
@@ -188,13 +191,12 @@ def options_from(args: argparse.Namespace) -> PlanAndTrainOptions:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
+    options = options_from(args)  # checks them before anything is read or written
     configure_environment()
     # nnunetv2 (under samnet.pipeline) reads nnUNet_* at import: configure_environment() first
     from samnet.pipeline.plan_and_train import plan_and_train
 
-    plan_and_train(
-        Dataset.resolve(args.dataset), options_from(args), overrides_from(args)
-    )
+    plan_and_train(Dataset.resolve(args.dataset), options, overrides_from(args))
     return 0
 
 

@@ -3,7 +3,10 @@
 What ``samnet_plan_and_train --launcher torchrun|slurm`` runs for each fold x method, on
 data it has planned and preprocessed. Started by ``torchrun`` with several processes, it
 joins their group and trains with DDP (``samnet.trainers.distributed``); started alone,
-it trains as ``samnet_plan_and_train`` does. Resumes an interrupted fold like it too.
+it trains as ``samnet_plan_and_train`` does. Resumes an interrupted fold like it too, so
+a requeued SLURM task continues its fold. The fold trains under its lock: a fold another
+run is training is refused, naming that run (after a grace period for a requeued task's
+predecessor), and training waits while another run plans the dataset.
 
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HEAD:29500 \\
         -m samnet.cli.train_fold Dataset004_Hippocampus --trainer nnUNetTrainerSAM \\

@@ -57,6 +57,22 @@ class LaunchOptions:
     rendezvous: str | None = None
     sbatch_options: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        for option in self.sbatch_options:
+            check_sbatch_option(option)
+
+
+def check_sbatch_option(option: str) -> None:
+    """One sbatch option for an ``#SBATCH`` line: a line break would end that line and
+    start a shell command of its own in the job script."""
+    if not option.startswith("-") or not option.isprintable():
+        raise SamnetError(
+            None,
+            f"--sbatch-option {option!r} is not one sbatch option on one line",
+            "give one option per --sbatch-option, such as --partition=gpu or "
+            "--time=24:00:00, without line breaks or other control characters",
+        )
+
 
 @dataclass(frozen=True)
 class PlanAndTrainOptions:

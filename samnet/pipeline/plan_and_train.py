@@ -2,12 +2,16 @@
 
 What ``samnet_plan_and_train`` runs. Re-running continues: planned and preprocessed data
 are reused, finished folds are skipped and interrupted ones resume from their last epoch.
+Two runs on one dataset (folds 0 1 on one GPU, 2 3 4 on another) meet safely: one plans
+and preprocesses while the other waits, plans and ``splits_final.json`` are complete
+before any fold trains, and each fold trains in one run only (``samnet.core.locks``).
 Import it after ``configure_environment()``: nnunetv2, which trains and plans, reads the
 ``nnUNet_*`` variables at import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from samnet.core.layout import (
     SAM_CONFIGURATION,
     SAM_PLANS,
 )
+from samnet.core.locks import every_fold_lock, planning_lock
 from samnet.core.methods import (
     BASELINE_TRAINER,
     CPU_EPOCHS,
@@ -226,20 +231,35 @@ def fold_runs(
     return [FoldRun(m, fold, budgets[m]) for m in budgets for fold in options.folds]
 
 
+def replanning_guard(
+    dataset: Dataset, overwrite: bool
+) -> contextlib.AbstractContextManager[None]:
+    """With ``--overwrite`` (the plans and the data rewritten), every fold's lock: refused
+    while another run trains a fold of the dataset from them."""
+    if not overwrite:
+        return contextlib.nullcontext()
+    return every_fold_lock(dataset.name, "re-planning with --overwrite")
+
+
 def plan_and_train(
     dataset: Dataset, options: PlanAndTrainOptions, overrides: dict[str, Any]
 ) -> Path | None:
     """The whole job, with the SAM plan's decisions ``overrides`` fixes (by rule name).
 
     Returns the report folder; None when the fold runs were handed on (SLURM jobs
-    written, torchrun commands printed for the nodes) and the report comes after them.
+    written, torchrun commands printed for the nodes) or some were left to another run
+    training them, and the report comes after them.
     """
     device = resolve_device(options.device)
     require_valid_dataset(dataset.raw)
-    baseline_plans, sam_plans = plan_everything(dataset, options, overrides)
-    runs = fold_runs(
-        dataset, options, baseline_plans, sam_plans, on_cpu=device.type == "cpu"
-    )
+    # Everything a fold reads (plans, data, splits_final.json: plan_baselines writes it)
+    # is complete before any fold trains or is handed on; a second run waits here for
+    # the first, then finds it done.
+    with planning_lock(dataset.name), replanning_guard(dataset, options.overwrite):
+        baseline_plans, sam_plans = plan_everything(dataset, options, overrides)
+        runs = fold_runs(
+            dataset, options, baseline_plans, sam_plans, on_cpu=device.type == "cpu"
+        )
     if not launch(
         dataset, runs, device, options.launch, options.npz, options.overwrite
     ):

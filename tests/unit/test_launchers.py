@@ -26,7 +26,7 @@ RUNS = [
     )
     for fold in range(5)
 ]
-ARGUMENTS = [run.arguments(DATASET, "cuda", npz=True, overwrite=False) for run in RUNS]
+ARGUMENTS = [run.arguments(DATASET, "cuda", npz=True) for run in RUNS]
 
 
 def test_fold_arguments_are_what_samnet_train_fold_parses() -> None:
@@ -103,11 +103,13 @@ def test_slurm_array_has_a_task_per_fold_and_method(scripts: Path) -> None:
 def test_each_array_task_runs_torchrun_with_its_fold(scripts: Path, task: int) -> None:
     environment = fake_commands(scripts)
     environment.update(SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_JOB_ID="99")
+    environment.update(SLURM_JOB_ID=str(100 + task))
     environment.update(SLURM_JOB_NODELIST="node-[a-b]", SLURM_NNODES="2")
     subprocess.run(["bash", str(scripts / "train.sbatch")], env=environment, check=True)
     command = (scripts / "calls" / "srun").read_text().splitlines()
     assert command[1:4] == [sys.executable, "-m", "torch.distributed.run"]
-    assert "--nnodes=2" in command and "--rdzv-endpoint=node-a:29500" in command
+    port = 10000 + 100 + task  # derived from the task's own job id
+    assert "--nnodes=2" in command and f"--rdzv-endpoint=node-a:{port}" in command
     assert "--rdzv-id=99-" + str(task) in command
     assert command[command.index("samnet.cli.train_fold") + 1 :] == ARGUMENTS[task]
 
