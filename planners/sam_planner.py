@@ -40,13 +40,15 @@ from samnet.core.layout import (
 from samnet.planners.fingerprint import sam_fingerprint
 from samnet.planners.hardware import Hardware, detect_hardware
 from samnet.planners.planner import Planner, PlanResult
+from samnet.planners.plans_file import AtomicPlansMixin
 from samnet.pretraining.identity import finished_pretrained_bases
 
 NETWORK_CLASS = "samnet.models.network.SamSegmentationNetwork"
 
 
-class SAMPlanner(ExperimentPlanner):
-    """nnU-Net's ``ExperimentPlanner`` that also plans ``sam_2d`` for this machine.
+class SAMPlanner(AtomicPlansMixin, ExperimentPlanner):
+    """nnU-Net's ``ExperimentPlanner`` that also plans ``sam_2d`` for this machine; the
+    plans file is written atomically (``AtomicPlansMixin``).
 
     Arguments beyond nnU-Net's:
       hardware: the machine to plan for (default: this one, measured).
@@ -54,6 +56,12 @@ class SAMPlanner(ExperimentPlanner):
         ``peft``, ``encoder_mode``, ``lora_rank``, ``batch_size``, ``epochs``,
         ``iterations_per_epoch``, ``learning_rate``, ``max_hours``, ``checkpoint``).
     """
+
+    planned_configurations = (
+        *AtomicPlansMixin.planned_configurations,
+        SAM_CONFIGURATION,
+        LOWRES_2D_CONFIGURATION,
+    )
 
     def __init__(
         self,

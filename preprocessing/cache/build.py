@@ -3,8 +3,10 @@
 A build reads nnU-Net's preprocessed cases with nnU-Net's own dataset class, cuts every
 slice into the predictor's sliding windows, encodes them in batches under
 ``torch.inference_mode`` and writes into a temporary sibling folder that is renamed into
-place only when complete. An existing complete cache with the same key is reused; what
-killed builds left behind is removed first.
+place only when complete. An existing complete cache with the same key is reused while
+the preprocessed data it was built from is unchanged (``data_sha256``: fixed labels
+re-preprocessed, cases added or removed make it rebuilt in place); what killed builds
+left behind is removed first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,13 +41,42 @@ from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.network import SamSegmentationNetwork
 from samnet.preprocessing.cache.embedding_cache import (
-    DELETE_FIX,
     INDEX_COLUMNS,
     OUTSIDE_LABEL,
     TILE_STEP_SIZE,
     CacheKey,
     EmbeddingCache,
 )
+
+# How nnU-Net's dataset classes store a preprocessed case's images and labels
+# (nnUNetDatasetBlosc2: .b2nd; nnUNetDatasetNumpy: .npz). The .npy files nnU-Net unpacks
+# from .npz are copies made for speed, and the .pkl properties do not enter the cache.
+DATA_SUFFIXES = (".b2nd", ".npz")
+
+
+def data_sha256(data_folder: Path) -> str:
+    """Hash of the names and bytes of the preprocessed images and labels in ``data_folder``.
+
+    The stored (compressed) bytes, hashed at about 0.9 GB/s with SHA-NI: 0.05 s for
+    Hippocampus' 2d data (35 MB), about a minute per 50 GB.
+    """
+    files = sorted(
+        p
+        for p in (data_folder.iterdir() if data_folder.is_dir() else ())
+        if p.suffix in DATA_SUFFIXES
+    )
+    if not files:
+        raise SamnetError(
+            data_folder,
+            f"holds no preprocessed cases (no {' or '.join(DATA_SUFFIXES)} files)",
+            "run nnU-Net's preprocessing for this configuration first",
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as handle:
+            file_hash = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest.update(f"{path.name}\0{file_hash}\n".encode())
+    return digest.hexdigest()
 
 
 def module_sha256(modules: Iterable[nn.Module]) -> str:
@@ -113,8 +143,8 @@ def build_embedding_cache(
       batch_size: windows per encoder call.
 
     Raises:
-      SamnetError: the existing cache's ``cache.json`` does not match its folder, its
-        arrays or the preprocessed cases; or the configuration is not preprocessed.
+      SamnetError: the existing cache's ``cache.json`` does not match its folder or its
+        arrays; or the configuration is not preprocessed.
     """
     encoder = network.sam.image_encoder
     if prefix_stages is not None:
@@ -124,8 +154,9 @@ def build_embedding_cache(
     data_folder = dataset_folder / configuration.data_identifier
     target = dataset_folder / CACHE_FOLDER / key.digest()
     target.parent.mkdir(parents=True, exist_ok=True)
+    data_hash = data_sha256(data_folder)
     with _exclusive(target.parent / f".{target.name}.lock"):
-        if not (target / CACHE_INFO_FILE).exists():
+        if not _is_current(target, data_hash):
             _remove_leftovers(target)
             device = next(network.parameters()).device
 
@@ -135,17 +166,22 @@ def build_embedding_cache(
                 return frozen(network.input_adapter(batch.to(device)))
 
             with atomic_folder(target) as temporary, _eval_mode(network):
-                _write_cache(temporary, encode, key, data_folder, batch_size)
-        cache = EmbeddingCache(target)
-    current = tuple(_open_dataset(data_folder).identifiers)
-    if cache.cases != current:
-        raise SamnetError(
-            target / CACHE_INFO_FILE,
-            f"holds {len(cache.cases)} cases, but {data_folder} now holds "
-            f"{len(current)} (or others)",
-            DELETE_FIX.format(folder=target),
-        )
-    return cache
+                _write_cache(temporary, encode, key, data_folder, data_hash, batch_size)
+        return EmbeddingCache(target)
+
+
+def _is_current(target: Path, data_hash: str) -> bool:
+    """``target`` is complete and was built from the preprocessed data hashing to
+    ``data_hash`` (a cache without the hash predates it and is rebuilt)."""
+    info_file = target / CACHE_INFO_FILE
+    if not info_file.exists():
+        return False
+    try:
+        built_from = json.loads(info_file.read_text()).get("data_sha256")
+    except (OSError, ValueError, AttributeError):
+        # Unreadable: EmbeddingCache names the problem and the fix.
+        return True
+    return built_from == data_hash
 
 
 def cache_key(
@@ -173,27 +209,18 @@ def cache_key(
     )
 
 
-def _open_dataset(data_folder: Path) -> Any:
-    """nnU-Net's dataset (its own class for the folder's file format) over ``data_folder``."""
-    if not data_folder.is_dir() or not any(data_folder.iterdir()):
-        raise SamnetError(
-            data_folder,
-            "holds no preprocessed cases",
-            "run nnU-Net's preprocessing for this configuration first",
-        )
-    return infer_dataset_class(str(data_folder))(str(data_folder))
-
-
 def _write_cache(
     folder: Path,
     encode: Callable[[torch.Tensor], torch.Tensor],
     key: CacheKey,
     data_folder: Path,
+    data_hash: str,
     batch_size: int,
 ) -> None:
     """Fill ``folder`` with the arrays and, last, ``cache.json`` (see the module docstring)."""
     started = time.perf_counter()
-    dataset = _open_dataset(data_folder)
+    # nnU-Net's dataset, of its own class for the folder's file format.
+    dataset = infer_dataset_class(str(data_folder))(str(data_folder))
     patch_size = key.patch_size
     shapes = [dataset.load_case(case)[0].shape for case in dataset.identifiers]
     windows = sum(s[1] * len(window_positions(s[2:], patch_size)) for s in shapes)
@@ -227,6 +254,7 @@ def _write_cache(
         "tile_step_size": TILE_STEP_SIZE,
         "index_columns": INDEX_COLUMNS,
         "cases": dataset.identifiers,
+        "data_sha256": data_hash,
         "build_seconds": round(time.perf_counter() - started, 1),
     }
     (folder / CACHE_INFO_FILE).write_text(json.dumps(info, indent=1))
@@ -300,8 +328,8 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 
 
 def _remove_leftovers(target: Path) -> None:
-    """Remove what killed builds left: ``atomic_folder``'s temporary siblings of ``target``,
-    and ``target`` itself when it lacks ``cache.json``."""
+    """Remove what killed builds left, ``atomic_folder``'s temporary siblings of ``target``,
+    and ``target`` itself: incomplete (no ``cache.json``) or built from other data."""
     for leftover in target.parent.glob(f".{target.name}.*"):
         if leftover.is_dir():
             shutil.rmtree(leftover)

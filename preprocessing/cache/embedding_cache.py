@@ -18,7 +18,9 @@ Layout of ``nnUNet_preprocessed/<Dataset>/samnet_cache/<key>/`` (``<key>``: a ha
   segmentation; -1 marks outside the image (nnU-Net's mark, also used for the padding);
 - ``index.npy``: int32, ``N x 5``: case number (into ``cases``), slice, window y0, x0,
   foreground pixels;
-- ``cache.json``: the key inputs, shapes, dtypes, number of windows, cases.
+- ``cache.json``: the key inputs, shapes, dtypes, number of windows, cases, and
+  ``data_sha256``, the hash of the preprocessed data it was built from (checked on every
+  use: the key names what computes the values, this what they were computed from).
 
 All cases of the configuration are cached; a fold's training cases are chosen at read time
 (``EmbeddingCache.rows_for_cases``), so every fold shares one cache. This module reads

@@ -244,16 +244,6 @@ def test_mismatched_cache_json_is_a_clear_error(
     assert "delete the folder" in error.value.fix
 
 
-def test_cases_changed_since_the_build_is_a_clear_error(
-    network_and_weights, dataset_folder
-) -> None:
-    cache = build(network_and_weights, dataset_folder)
-    write_case(dataset_folder / DATA_IDENTIFIER, "case_c", (1, 1, 32, 32), seed=7)
-    with pytest.raises(SamnetError) as error:
-        build(network_and_weights, dataset_folder)
-    assert error.value.path == cache.folder / CACHE_INFO_FILE
-
-
 def test_missing_preprocessed_data_is_a_clear_error(
     network_and_weights, tmp_path
 ) -> None:

@@ -21,10 +21,11 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 )
 
 from samnet.core.datasets import Dataset
+from samnet.core.layout import PREPROCESSED_STAMPS_FOLDER
 from samnet.evaluation.ensembles import NO_PROBABILITIES
 from samnet.evaluation.report import build_report
 from samnet.pipeline.options import BASELINES
-from samnet.pipeline.planning import BASELINE_PLANNERS, preprocess
+from samnet.pipeline.planning import BASELINE_PLANNERS, preprocess, preprocessed_stamp
 
 DATASET = Dataset(322, "Dataset322_SharedData")
 SAM = "nnUNetTrainerSAM__samnetPlans__sam_2d"
@@ -49,17 +50,24 @@ def test_resenc_reads_the_default_plans_data_in_2d_and_3d_fullres() -> None:
 
 @pytest.fixture
 def shared_data(nnunet_folders: dict[str, Path]) -> Path:
-    """Both plans, and the 2d data they share preprocessed for its two training cases."""
+    """Both plans, and the 2d data they share preprocessed (stamped) for its two
+    training cases."""
     folder = nnunet_folders["nnUNet_preprocessed"] / DATASET.name
     (folder / "nnUNetPlans_2d").mkdir(parents=True)
-    (folder / "dataset.json").write_text(json.dumps({"numTraining": 2}))
+    (folder / "dataset.json").write_text(json.dumps({"file_ending": ".nii.gz"}))
+    (DATASET.raw / "imagesTr").mkdir(parents=True)
     for plans in BASELINES.values():
         configurations = {"2d": {"data_identifier": "nnUNetPlans_2d"}}
         (folder / f"{plans}.json").write_text(
             json.dumps({"configurations": configurations})
         )
     for case in ("a", "b"):
-        (folder / "nnUNetPlans_2d" / f"{case}.pkl").write_bytes(b"preprocessed")
+        (folder / "nnUNetPlans_2d" / f"{case}.b2nd").write_bytes(b"preprocessed")
+        (DATASET.raw / "imagesTr" / f"{case}_0000.nii.gz").write_bytes(b"raw")
+    stamp = preprocessed_stamp(DATASET, "nnUNetPlans", "2d")
+    stamps = folder / PREPROCESSED_STAMPS_FOLDER
+    stamps.mkdir()
+    (stamps / "nnUNetPlans_2d.json").write_text(json.dumps(stamp))
     return folder / "nnUNetPlans_2d"
 
 
