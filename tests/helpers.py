@@ -22,7 +22,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-from samnet.core.layout import FINAL_CHECKPOINT
+from samnet.core.layout import FINAL_CHECKPOINT, FOLD_STATS_FILE
 from samnet.inference.run import Options
 from samnet.inference.selection import Member
 from samnet.planners.fingerprint import ClassStatistics, SamFingerprint
@@ -319,8 +319,12 @@ def write_dataset_json(raw_root: Path) -> None:
     (raw / "dataset.json").write_text(json.dumps(dataset_json))
 
 
-def write_summary(folder: Path, cases: dict[str, dict[str, float]]) -> None:
-    """A validation/summary.json shaped like nnU-Net's compute_metrics_on_folder output."""
+def write_summary(
+    folder: Path, cases: dict[str, dict[str, float]], done: bool = True
+) -> None:
+    """A validation/summary.json shaped like nnU-Net's compute_metrics_on_folder output;
+    with ``done``, the fold is marked validated as train_fold marks it (its stats file,
+    empty unless the test writes one)."""
     per_case = [
         {
             "reference_file": f"/gt/{case}.nii.gz",
@@ -333,6 +337,9 @@ def write_summary(folder: Path, cases: dict[str, dict[str, float]]) -> None:
     ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "summary.json").write_text(json.dumps({"metric_per_case": per_case}))
+    marker = folder.parent / FOLD_STATS_FILE
+    if done and not marker.exists():
+        marker.write_text("{}")
 
 
 GEOMETRY = {

@@ -37,6 +37,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import (
 )
 from torch import nn
 
+from samnet.core.atomic import atomic_file
 from samnet.core.errors import SamnetError
 from samnet.core.layout import FEW_SHOT_SUPPORT_FILE
 from samnet.fewshot.support_set import SupportSet, encode_support, fold_support
@@ -147,6 +148,5 @@ class nnUNetTrainerSAMFewShot(nnUNetTrainerSAM):
         }
         self.print_to_log_file(f"few-shot support set: {json.dumps(record)}")
         if self.local_rank == 0:
-            Path(self.output_folder, FEW_SHOT_SUPPORT_FILE).write_text(
-                json.dumps(record, indent=1)
-            )
+            with atomic_file(Path(self.output_folder, FEW_SHOT_SUPPORT_FILE)) as handle:
+                handle.write(json.dumps(record, indent=1).encode())

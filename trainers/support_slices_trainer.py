@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from samnet.core.atomic import atomic_file
 from samnet.core.errors import SamnetError
 from samnet.core.layout import SAM_CONFIGURATION, SUPPORT_SLICES_FILE
 from samnet.core.methods import SUPPORT_SHOTS_FACTORS
 from samnet.core.sam_plan import FewShotPlan, SamPlan
 from samnet.fewshot.support_selection import ResolvedSlice
 from samnet.fewshot.support_set import fold_support
+from samnet.trainers.checkpoints import AtomicCheckpointMixin
 
 
 class SupportSliceDataset:
@@ -66,8 +68,9 @@ class SupportSliceDataset:
         return data, seg, None, dict(properties, class_locations=locations)
 
 
-class nnUNetTrainerSupportSlices(nnUNetTrainer):
-    """nnU-Net's 2d training on the K support slices few-shot SAM is prompted with."""
+class nnUNetTrainerSupportSlices(AtomicCheckpointMixin, nnUNetTrainer):
+    """nnU-Net's 2d training on the K support slices few-shot SAM is prompted with;
+    its checkpoints are written whole, by ``nnUNetv2_train`` too."""
 
     SHOTS_FACTOR = SUPPORT_SHOTS_FACTORS["nnUNetTrainerSupportSlices"]
 
@@ -112,10 +115,9 @@ class nnUNetTrainerSupportSlices(nnUNetTrainer):
             else self.label_manager.foreground_labels
         )
         record = [dataclasses.asdict(s) for s in slices]
-        Path(self.output_folder).mkdir(parents=True, exist_ok=True)
-        (Path(self.output_folder) / SUPPORT_SLICES_FILE).write_text(
-            json.dumps(record, indent=1)
-        )
+        if self.local_rank == 0:
+            with atomic_file(Path(self.output_folder, SUPPORT_SLICES_FILE)) as handle:
+                handle.write(json.dumps(record, indent=1).encode())
         self.print_to_log_file(f"training on {len(slices)} support slices: {record}")
         return SupportSliceDataset(dataset_tr, slices, classes), dataset_val
 

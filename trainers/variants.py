@@ -1,5 +1,5 @@
 """Any nnU-Net trainer as samnet trains it: the same trainer, to nnU-Net, with samnet's
-progress bar and, under torchrun, its DDP.
+progress bar, checkpoints written whole or not at all and, under torchrun, its DDP.
 
 nnU-Net saves a trainer's class name as ``trainer_name`` in every checkpoint, and
 ``nnUNetv2_predict`` and ``samnet_predict`` find the trainer by that name (samnet's
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from samnet.trainers.checkpoints import AtomicCheckpointMixin
 from samnet.trainers.distributed import DistributedTrainerMixin
 from samnet.trainers.progress import EpochProgressMixin
 
@@ -18,14 +19,18 @@ from samnet.trainers.progress import EpochProgressMixin
 def training_variant(
     trainer_class: type[nnUNetTrainer], distributed: bool
 ) -> type[nnUNetTrainer]:
-    """``trainer_class`` with ``EpochProgressMixin`` in front of it and, when
+    """``trainer_class`` with ``EpochProgressMixin`` and ``AtomicCheckpointMixin`` (unless
+    it has it already, as the support-slice trainers do) in front of it and, when
     ``distributed``, ``DistributedTrainerMixin`` behind it (right above
     ``nnUNetTrainer`` in the MRO), under ``trainer_class``'s name and module."""
-    bases: tuple[type, ...] = (EpochProgressMixin, trainer_class)
+    front: tuple[type, ...] = (EpochProgressMixin,)
+    if not issubclass(trainer_class, AtomicCheckpointMixin):
+        front = (*front, AtomicCheckpointMixin)
+    bases: tuple[type, ...] = (*front, trainer_class)
     if distributed:
         # nnUNetTrainer itself is DistributedTrainerMixin's base: no MRO puts it in front.
         bases = (
-            (EpochProgressMixin, DistributedTrainerMixin)
+            (*front, DistributedTrainerMixin)
             if trainer_class is nnUNetTrainer
             else (*bases, DistributedTrainerMixin)
         )

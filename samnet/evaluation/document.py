@@ -118,6 +118,16 @@ def ensembles_paragraph(report: dict, titles: dict[str, str]) -> Paragraph:
     return Paragraph("Ensembles", text)
 
 
+def left_out_folds(report: dict, titles: dict[str, str]) -> list[Paragraph]:
+    """Why folds with a validation summary are not in the report; nothing when none is."""
+    lines = [
+        f"{titles.get(name, name)} fold {fold}: {reason}."
+        for name, folds in report["folds_left_out"].items()
+        for fold, reason in folds.items()
+    ]
+    return [Paragraph("Folds left out", " ".join(lines))] if lines else []
+
+
 def missing_curves(report: dict, titles: dict[str, str]) -> list[str]:
     return [
         f"no training log (checkpoint) for {titles[name]} fold {fold}"
@@ -143,6 +153,7 @@ def report_sections(report: dict) -> list[Section]:
     ]
     return [
         Paragraph("Best configuration", report["best_configuration"]["sentence"]),
+        *left_out_folds(report, titles),
         mean_sd_table(report, "dice", titles),
         Figure("Per-case Dice", BOXPLOT_FILE, [BOXPLOT_NOTE]),
         *surface_tables,

@@ -16,11 +16,13 @@ HD95 (``samnet.evaluation.surface``), and writes ``nnUNet_results/<Dataset>/samn
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError
 from samnet.core.layout import BOXPLOT_FILE, CURVES_FILE, REPORT_FOLDER
+from samnet.core.locks import report_lock
 from samnet.core.paths import preprocessed_folder, raw_folder, results_folder
 from samnet.evaluation.compare import compare_and_select, folds_of_every_method
 from samnet.evaluation.document import report_sections
@@ -28,7 +30,11 @@ from samnet.evaluation.ensembles import build_ensembles
 from samnet.evaluation.plots import plot_boxplots, plot_training_curves
 from samnet.evaluation.postprocessing import determine_best_postprocessing
 from samnet.evaluation.render import html, markdown
-from samnet.evaluation.results import summarize_method
+from samnet.evaluation.results import (
+    NOT_MARKED_DONE,
+    summarize_method,
+    validated_folds,
+)
 from samnet.evaluation.surface import SurfaceSettings, surface_settings
 
 METRIC_NOTE = (
@@ -47,20 +53,29 @@ def read_methods(
     labels: list[str],
     file_ending: str,
     surface: SurfaceSettings | str,
-) -> dict[str, dict]:
-    """Every method folder of the dataset with at least one validated fold, by folder name."""
-    methods = {}
+) -> tuple[dict[str, dict], dict[str, dict[int, str]]]:
+    """Every method folder of the dataset with at least one validated fold, by folder
+    name, and the folds left out of each (``validated_folds``), said on stderr too."""
+    methods, left_out = {}, {}
     for folder in folders:
-        summary = summarize_method(folder, labels, file_ending, surface)
+        summaries, skipped = validated_folds(folder)
+        for fold, reason in sorted(skipped.items()):
+            print(
+                f"samnet_compare: {folder.name} fold {fold} left out: {reason}",
+                file=sys.stderr,
+            )
+        if skipped:
+            left_out[folder.name] = skipped
+        summary = summarize_method(folder, summaries, labels, file_ending, surface)
         if summary is not None:
             methods[folder.name] = summary
     if not methods:
         raise SamnetError(
             results_folder() / dataset_name,
-            "no validated fold found",
+            "no validated fold found" + (f" ({NOT_MARKED_DONE})" if left_out else ""),
             "train first: samnet_plan_and_train " + dataset_name,
         )
-    return methods
+    return methods, left_out
 
 
 def build_report(dataset_name: str, nsd_tolerance: float | None = None) -> dict:
@@ -84,7 +99,9 @@ def build_report(dataset_name: str, nsd_tolerance: float | None = None) -> dict:
         file_ending,
         nsd_tolerance,
     )
-    methods = read_methods(dataset_name, folders, labels, file_ending, surface)
+    methods, folds_left_out = read_methods(
+        dataset_name, folders, labels, file_ending, surface
+    )
     # A model prompted from the reference cannot segment new images alone: it is
     # reported, never chosen or ensembled.
     automatic = {n: m for n, m in methods.items() if m["kind"] != "prompted"}
@@ -103,6 +120,7 @@ def build_report(dataset_name: str, nsd_tolerance: float | None = None) -> dict:
         "surface_metrics": surface_record,
         "labels": label_names,
         "methods": methods,
+        "folds_left_out": folds_left_out,
         "ensembles": ensembles,
         "ensembles_left_out": left_out,
         **statistics,
@@ -122,10 +140,15 @@ def write_documents(report: dict, folder: Path) -> None:
 
 
 def write_report(dataset_name: str, nsd_tolerance: float | None = None) -> Path:
-    """Write ``samnet_report/`` all at once (replacing an older one) and return the folder."""
-    report = build_report(dataset_name, nsd_tolerance)
+    """Write ``samnet_report/`` all at once (replacing an older one) and return the folder.
+
+    Two runs finishing together (``samnet_compare``, ``samnet_plan_and_train``) write it in
+    turn, under the dataset's report lock.
+    """
     folder = results_folder() / dataset_name / REPORT_FOLDER
-    with atomic_folder(folder, overwrite=True) as temporary:
-        (temporary / "report.json").write_text(json.dumps(report, indent=2))
-        write_documents(report, temporary)
+    with report_lock(dataset_name):
+        report = build_report(dataset_name, nsd_tolerance)
+        with atomic_folder(folder, overwrite=True) as temporary:
+            (temporary / "report.json").write_text(json.dumps(report, indent=2))
+            write_documents(report, temporary)
     return folder

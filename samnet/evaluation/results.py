@@ -6,8 +6,10 @@ Per method folder ``TRAINER__PLANS__CONFIGURATION``:
   per case and class; NaN where a class is absent from both reference and prediction;
 - ``fold_k/validation/*`` segmentations: NSD and HD95 (``samnet.evaluation.surface``),
   cached in ``fold_k/samnet_surface_metrics.json``;
-- ``fold_k/samnet_fold_stats.json`` (``samnet.pipeline.train_fold``): budget and training cost;
-- ``fold_k/checkpoint_final.pth`` or ``checkpoint_latest.pth``: nnU-Net's training log;
+- ``fold_k/samnet_fold_stats.json`` (``samnet.pipeline.train_fold``): budget and training cost,
+  written once validation completed: only folds that have it are reported;
+- ``fold_k/checkpoint_final.pth`` or ``checkpoint_latest.pth``: nnU-Net's training log, read
+  without unpickling code (``samnet.trainers.checkpoints.read_checkpoint``);
 - ``plans.json``: the plan's ``sam`` block, which names the method (``samnet.evaluation.names``).
 
 A per-case row is ``{"fold": k, "case": id, "dice": {label: v, "foreground": v}, "iou": {...},
@@ -18,10 +20,16 @@ foreground value of a case is the mean over the classes defined in it.
 from __future__ import annotations
 
 import json
-import pickle
+import sys
 from pathlib import Path
 
-from samnet.core.layout import FOLD_STATS_FILE, SURFACE_METRICS_FILE
+from samnet.core.errors import SamnetError
+from samnet.core.layout import (
+    FINAL_CHECKPOINT,
+    FOLD_STATS_FILE,
+    LATEST_CHECKPOINT,
+    SURFACE_METRICS_FILE,
+)
 from samnet.core.methods import PROMPTED_TRAINER, Method
 from samnet.evaluation.names import is_sam_trainer, method_title, read_sam_block
 from samnet.evaluation.stats import (
@@ -44,7 +52,12 @@ NNUNET_METRICS = {"dice": "Dice", "iou": "IoU"}
 METRICS = (*NNUNET_METRICS, *SURFACE_METRICS)
 # nnU-Net's training log keys (checkpoint["logging"]) drawn as training curves.
 CURVE_KEYS = ("train_losses", "val_losses", "ema_fg_dice")
-CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
+CHECKPOINTS = (FINAL_CHECKPOINT, LATEST_CHECKPOINT)
+NOT_MARKED_DONE = (
+    f"validation/summary.json without {FOLD_STATS_FILE} (written once validation "
+    "completed): its validation was interrupted, or the fold was trained outside samnet; "
+    "re-run samnet_plan_and_train or samnet_train_fold to validate it"
+)
 
 
 def method_kind(method: Method) -> str:
@@ -57,7 +70,16 @@ def method_kind(method: Method) -> str:
 
 def read_cases(summary_file: Path, labels: list[str], file_ending: str) -> list[dict]:
     """The per-case Dice and IoU of one ``summary.json``, keyed by case id (without fold)."""
-    summary = json.loads(summary_file.read_text())
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SamnetError(
+            summary_file,
+            f"is not valid JSON ({error}): its validation was interrupted or the file damaged",
+            f"validate the fold again: delete {FOLD_STATS_FILE} beside validation/ and "
+            "re-run samnet_plan_and_train (or samnet_train_fold); the trained fold is "
+            "only validated",
+        ) from error
     rows = []
     for entry in summary["metric_per_case"]:
         row = {"case": Path(entry["reference_file"]).name.removesuffix(file_ending)}
@@ -131,22 +153,21 @@ def read_json_or_none(path: Path) -> dict | None:
 def read_training_curves(fold_folder: Path) -> dict[str, list[float]] | None:
     """Train/val loss and EMA pseudo Dice per epoch from the fold's newest readable checkpoint.
 
-    None when the fold has no checkpoint, or only one that cannot be read (torn by a kill).
+    None when the fold has no checkpoint, or only ones that cannot be read safely (torn
+    by a kill, or holding more than tensors and numbers: said on stderr).
     """
-    import torch  # heavy: keeps samnet_compare --help fast
+    # Heavy (torch): keeps samnet_compare --help fast.
+    from samnet.trainers.checkpoints import read_checkpoint
 
     for name in CHECKPOINTS:
         path = fold_folder / name
         if not path.exists():
             continue
         try:
-            # Memory-mapped: only the small log is read, not a large SAM's weights.
-            checkpoint = torch.load(
-                path, map_location="cpu", weights_only=False, mmap=True
-            )
-        except (RuntimeError, EOFError, pickle.UnpicklingError):
+            log = read_checkpoint(path).get("logging", {})
+        except SamnetError as error:
+            print(f"samnet_compare: no training curves from {error}", file=sys.stderr)
             continue
-        log = checkpoint["logging"]
         return {key: [float(v) for v in log.get(key, [])] for key in CURVE_KEYS}
     return None
 
@@ -169,24 +190,45 @@ def surface_inputs_missing(
     return None
 
 
+def validated_folds(method_folder: Path) -> tuple[dict[int, Path], dict[int, str]]:
+    """The ``summary.json`` of each validated fold, and why each other fold with one is
+    left out.
+
+    A fold is validated when ``samnet.pipeline.train_fold`` has written
+    ``FOLD_STATS_FILE`` after its validation; a ``summary.json`` alone may be torn, or
+    from a validation that did not finish. nnU-Net's fold "all" trains on every case:
+    no cross-validation result.
+    """
+    validated, left_out = {}, {}
+    for summary_file in method_folder.glob("fold_*/validation/summary.json"):
+        fold_name = summary_file.parent.parent.name.removeprefix("fold_")
+        if not fold_name.isdigit():
+            continue
+        if (summary_file.parent.parent / FOLD_STATS_FILE).is_file():
+            validated[int(fold_name)] = summary_file
+        else:
+            left_out[int(fold_name)] = NOT_MARKED_DONE
+    return validated, left_out
+
+
 def summarize_method(
     method_folder: Path,
+    summaries: dict[int, Path],
     labels: list[str],
     file_ending: str,
     surface: SurfaceSettings | str,
 ) -> dict | None:
     """Everything the report says about one method, or None when no fold has been validated.
 
+    ``summaries``: the ``summary.json`` of each validated fold (``validated_folds``).
     ``surface``: the report's surface settings, or why it has none. NSD and HD95 are added
     when every validated fold has its segmentations; otherwise ``surface_metrics_missing``
     says why not.
     """
-    folds = {}
-    for summary_file in method_folder.glob("fold_*/validation/summary.json"):
-        fold_name = summary_file.parent.parent.name.removeprefix("fold_")
-        # nnU-Net's fold "all" trains on every case: no cross-validation result.
-        if fold_name.isdigit():
-            folds[int(fold_name)] = read_cases(summary_file, labels, file_ending)
+    folds = {
+        fold: read_cases(summary_file, labels, file_ending)
+        for fold, summary_file in summaries.items()
+    }
     if not folds:
         return None
     missing = surface_inputs_missing(

@@ -25,9 +25,9 @@ from samnet.core.layout import COMBINED_SUBMISSION_ZIP, MANIFEST, SUBMISSION_REC
 from samnet.core.output_folder import own_outputs, refuse_overlap
 from samnet.inference.run import MemberRunner, Options, predict_cases, run_with_nnunet
 from samnet.inference.selection import Selection
+from samnet.msd.unzip import TASK_NAME
 from samnet.msd.validate import (
     NIFTI,
-    TASK_NAME,
     TaskReference,
     affine_mismatch,
     require_task_name,

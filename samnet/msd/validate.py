@@ -23,21 +23,20 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from samnet.core.atomic import atomic_file
 from samnet.core.errors import SamnetError
 from samnet.core.layout import SUBMISSION_RECORD
+from samnet.msd.unzip import TASK_NAME, ZIP_LAYOUT_FIX, unpack
 from samnet.preprocessing.checks.dataset_json import Problem
 
-TASK_NAME = re.compile(r"^Task\d{2,3}_\w+$")
 NIFTI = ".nii.gz"
 AFFINE_TOLERANCE = 1e-4
 _OTHER_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".gz")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
-ZIP_LAYOUT_FIX = "zip each task as TaskNN_Name/CASE.nii.gz (samnet_export_msd does)"
 
 
 @dataclass(frozen=True)
@@ -123,26 +122,54 @@ def format_values(values: Iterable[float]) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
+def unreadable(prediction: Path, error: Exception) -> Problem:
+    return Problem(
+        prediction,
+        f"cannot be read as NIfTI ({type(error).__name__}: {error})",
+        "write it again as a .nii.gz label map (nibabel or SimpleITK)",
+    )
+
+
 def file_problems(
     prediction: Path, image: Path, labels: frozenset[int]
 ) -> list[Problem]:
-    """What is wrong with one prediction against its image: shape, affine, data type, labels."""
+    """What is wrong with one prediction against its image: shape, affine, data type, labels.
+
+    The header is checked first; the voxels are read only when its shape is the image's,
+    so a header that claims a huge volume (or a gzip bomb behind it) costs nothing.
+    """
     # nibabel: here, not at the top, keeps --help fast
     import nibabel
     from nibabel.filebasedimages import ImageFileError
 
+    errors = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
     try:
-        loaded = nibabel.load(prediction)
+        loaded = nibabel.load(prediction)  # the header only
+    except errors as error:
+        return [unreadable(prediction, error)]
+    reference = nibabel.load(image)
+    problems = header_problems(prediction, loaded, image, reference)
+    if tuple(loaded.shape) != tuple(reference.shape[:3]):
+        return problems
+    try:
         values = np.unique(np.asanyarray(loaded.dataobj))
-    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as error:
-        return [
+    except errors as error:
+        return [*problems, unreadable(prediction, error)]
+    outside = [v for v in values.tolist() if v not in labels]
+    if outside:
+        problems.append(
             Problem(
                 prediction,
-                f"cannot be read as NIfTI ({type(error).__name__}: {error})",
-                "write it again as a .nii.gz label map (nibabel or SimpleITK)",
+                f"holds label value(s) {format_values(outside[:8])} outside the task's labels "
+                f"{format_values(sorted(labels))} (its dataset.json)",
+                "keep only the task's labels: map or remove the other values",
             )
-        ]
-    reference = nibabel.load(image)
+        )
+    return problems
+
+
+def header_problems(prediction: Path, loaded, image: Path, reference) -> list[Problem]:
+    """What a prediction's header says is wrong against its image's: shape, affine, data type."""
     problems = []
     shape = tuple(reference.shape[:3])
     if tuple(loaded.shape) != shape:
@@ -182,16 +209,6 @@ def file_problems(
                 f"stores labels with intensity scaling (scl_slope {slope}, scl_inter "
                 f"{intercept}); labels must be plain integers",
                 "save without scaling: header.set_slope_inter(1, 0)",
-            )
-        )
-    outside = [v for v in values.tolist() if v not in labels]
-    if outside:
-        problems.append(
-            Problem(
-                prediction,
-                f"holds label value(s) {format_values(outside[:8])} outside the task's labels "
-                f"{format_values(sorted(labels))} (its dataset.json)",
-                "keep only the task's labels: map or remove the other values",
             )
         )
     return problems
@@ -284,33 +301,6 @@ def write_combined_zip(task_zips: list[Path], target: Path) -> Path:
                 for info in archive.infolist():
                     combined.writestr(info, archive.read(info))
     return target
-
-
-def unpack(submission: Path, into: Path) -> list[Problem]:
-    """Extract a zip's ``TaskNN_Name/FILE`` entries into ``into``; the other entries are problems."""
-    try:
-        archive = zipfile.ZipFile(submission)
-    except (OSError, zipfile.BadZipFile) as error:
-        raise SamnetError(
-            submission, f"is not a readable zip ({error})", "zip it again"
-        ) from error
-    problems = []
-    with archive:
-        for info in archive.infolist():
-            parts = PurePosixPath(info.filename).parts
-            if info.is_dir() and len(parts) == 1 and TASK_NAME.match(parts[0]):
-                continue
-            if info.is_dir() or len(parts) != 2 or not TASK_NAME.match(parts[0]):
-                problems.append(
-                    Problem(
-                        submission / info.filename,
-                        "is not a file in a TaskNN_Name/ folder at the zip's top level",
-                        ZIP_LAYOUT_FIX,
-                    )
-                )
-                continue
-            archive.extract(info, into)
-    return problems
 
 
 def task_folders(path: Path) -> dict[str, Path]:

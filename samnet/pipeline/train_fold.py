@@ -8,7 +8,6 @@ resume logic and the same validation.
 from __future__ import annotations
 
 import json
-import pickle
 import resource
 import shutil
 import time
@@ -20,10 +19,19 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from samnet.core.atomic import atomic_file
+from samnet.core.datasets import Dataset, dataset_id
 from samnet.core.errors import SamnetError
-from samnet.core.layout import FOLD_BUDGET_FILE, FOLD_STATS_FILE
+from samnet.core.layout import (
+    FINAL_CHECKPOINT,
+    FOLD_BUDGET_FILE,
+    FOLD_ORIGIN_FILE,
+    FOLD_STATS_FILE,
+    LATEST_CHECKPOINT,
+)
 from samnet.core.methods import Budget, Method
 from samnet.core.paths import preprocessed_folder, results_folder
+from samnet.pipeline.planning import trained_from
+from samnet.trainers.checkpoints import read_checkpoint
 from samnet.trainers.distributed import barrier, is_rank_zero
 from samnet.trainers.variants import training_variant
 
@@ -57,16 +65,40 @@ def claim_budget(folder: Path, budget: Budget) -> None:
     write_json_atomically(asdict(budget), path)
 
 
-def build_trainer(
-    dataset_name: str, method: Method, fold: int, budget: Budget, device: torch.device
-) -> nnUNetTrainer:
-    """An nnU-Net trainer of ``method`` set to ``budget``; the plans' batch size is replaced by the budget's.
+def claim_origin(folder: Path, origin: str, done: bool) -> None:
+    """Record what the fold trains on (``planning.trained_from``); refuse a fold started or
+    finished under another plan or other preprocessed data. Folds from before this record
+    are accepted as they are."""
+    path = folder / FOLD_ORIGIN_FILE
+    if path.exists():
+        if json.loads(path.read_text())["trained_from"] != origin:
+            state = "was trained" if done else "was started"
+            raise SamnetError(
+                folder,
+                f"this fold {state} under another plan or other preprocessed data "
+                "(re-planned or re-preprocessed since)",
+                "pass --overwrite to retrain it",
+            )
+    elif not done:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomically({"trained_from": origin}, path)
 
-    It is the ``training_variant`` of the trainer class: with a progress bar over the
-    epochs, and DDP under torchrun (a process group is initialised).
-    """
-    base = preprocessed_folder() / dataset_name
-    plans_file = base / f"{method.plans}.json"
+
+def fold_origin(dataset_name: str, method: Method) -> str | None:
+    """``planning.trained_from`` of ``method``'s configuration; None where it is not
+    planned (``planned`` says so when the fold is trained)."""
+    try:
+        planned(dataset_name, method)
+    except SamnetError:
+        return None
+    dataset = Dataset(dataset_id(dataset_name), dataset_name)
+    return trained_from(dataset, method.plans, method.configuration)
+
+
+def planned(dataset_name: str, method: Method) -> dict:
+    """The plans ``method`` trains with; a clear error when they or its configuration are
+    missing."""
+    plans_file = preprocessed_folder() / dataset_name / f"{method.plans}.json"
     if not plans_file.exists():
         raise SamnetError(
             plans_file,
@@ -80,6 +112,19 @@ def build_trainer(
             f"configuration '{method.configuration}' is not planned (planned: {sorted(plans['configurations'])})",
             "choose a planned configuration with --configurations",
         )
+    return plans
+
+
+def build_trainer(
+    dataset_name: str, method: Method, fold: int, budget: Budget, device: torch.device
+) -> nnUNetTrainer:
+    """An nnU-Net trainer of ``method`` set to ``budget``; the plans' batch size is replaced by the budget's.
+
+    It is the ``training_variant`` of the trainer class: with a progress bar over the
+    epochs, and DDP under torchrun (a process group is initialised).
+    """
+    base = preprocessed_folder() / dataset_name
+    plans = planned(dataset_name, method)
     plans["configurations"][method.configuration]["batch_size"] = budget.batch_size
     plans["continue_training"] = True
     dataset_json = json.loads((base / "dataset.json").read_text())
@@ -108,16 +153,35 @@ def epoch_seconds(trainer: nnUNetTrainer) -> list[float]:
     return [end - start for start, end in zip(starts, ends)]
 
 
-def load_resumable(trainer: nnUNetTrainer, checkpoint: Path) -> None:
-    """Load an interrupted fold's checkpoint; one torn by a kill mid-write is a clear error."""
-    try:
-        trainer.load_checkpoint(str(checkpoint))
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise SamnetError(
-            checkpoint,
-            f"cannot be read ({type(error).__name__}); the run was probably stopped while writing it",
-            "delete it to restart this fold from epoch 0, or pass --overwrite to retrain the fold",
-        ) from error
+def resume_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint a fold continues from: ``checkpoint_final.pth`` (trained; only
+    validation is left), else ``checkpoint_latest.pth``, else None (epoch 0).
+
+    Each is first read without unpickling code (``read_checkpoint``), so an unreadable
+    one is a clear error rather than nnU-Net's traceback. A final checkpoint torn by an
+    earlier samnet (non-atomic writes) falls back to the latest one, which nnU-Net
+    deletes only once the final one is written.
+    """
+    final, latest = folder / FINAL_CHECKPOINT, folder / LATEST_CHECKPOINT
+    if final.exists():
+        try:
+            read_checkpoint(final)
+            return final
+        except SamnetError as error:
+            if not latest.exists():
+                raise
+            print(f"samnet: {error.problem}; resuming from {latest} instead")
+    if latest.exists():
+        read_checkpoint(latest)
+        return latest
+    return None
+
+
+def is_done(folder: Path) -> bool:
+    """Whether the fold was validated: ``train_fold`` writes ``FOLD_STATS_FILE`` once
+    validation completed, so it marks the fold done (``validation/summary.json`` does
+    not: nnU-Net writes it in place, and a kill can tear it)."""
+    return (folder / FOLD_STATS_FILE).is_file()
 
 
 def train_fold(
@@ -131,7 +195,8 @@ def train_fold(
 ) -> Path:
     """Train (or resume) ``method`` on ``fold``, validate it, and return its validation ``summary.json``.
 
-    A fold whose validation summary exists is done and is left alone unless ``overwrite``.
+    A fold is done once validated (``is_done``) and is left alone unless ``overwrite``;
+    a fold trained but not validated is only validated.
     Under ``torchrun`` (a process group is initialised) every rank calls it; only rank 0
     writes files.
     """
@@ -141,21 +206,25 @@ def train_fold(
         shutil.rmtree(folder)
     barrier()  # no rank reads the folder before rank 0 has cleared it
     summary = validation_summary(dataset_name, method, fold)
-    if summary.exists():
+    origin = fold_origin(dataset_name, method)
+    if is_done(folder):
+        if origin is not None:
+            claim_origin(folder, origin, done=True)
         print(
             f"samnet: {method.folder_name} fold {fold} is done ({summary}); --overwrite retrains it"
         )
         return summary
     if writes:
         claim_budget(folder, budget)
+        if origin is not None:
+            claim_origin(folder, origin, done=False)
     trainer = build_trainer(dataset_name, method, fold, budget, device)
-    final_checkpoint = folder / "checkpoint_final.pth"
-    latest_checkpoint = folder / "checkpoint_latest.pth"
-    if final_checkpoint.exists():
-        trainer.load_checkpoint(str(final_checkpoint))
-    else:
-        if latest_checkpoint.exists():
-            load_resumable(trainer, latest_checkpoint)
+    checkpoint = resume_checkpoint(folder)
+    if checkpoint is not None:
+        # Read safely above; nnU-Net's own loader reads it again to restore the trainer.
+        trainer.load_checkpoint(str(checkpoint))
+    if checkpoint is None or checkpoint.name != FINAL_CHECKPOINT:
+        if checkpoint is not None:
             print(
                 f"samnet: resuming {method.folder_name} fold {fold} at epoch {trainer.current_epoch}"
             )
@@ -181,6 +250,9 @@ def train_fold(
     if cache is not None:
         # Built once per dataset and shared by the folds; reported beside training time.
         stats["embedding_cache_seconds"] = cache.info["build_seconds"]
+        if "folders" in cache.info:  # the cached trainer's views (ViewedCaches)
+            stats["embedding_cache_folders"] = cache.info["folders"]
     if writes:
+        # Written last: it marks the fold done.
         write_json_atomically(stats, folder / FOLD_STATS_FILE)
     return summary

@@ -140,15 +140,16 @@ def test_support_baselines_need_a_few_shot_plan(trained_demo) -> None:
 
 def test_another_budget_on_a_started_fold_is_refused(trained_demo) -> None:
     environment, results, _ = trained_demo
-    (results / METHOD / "fold_0" / "validation" / "summary.json").rename(
-        results / "summary.json.kept"
+    # Without its stats file (written after validation) the fold is not done.
+    (results / METHOD / "fold_0" / "samnet_fold_stats.json").rename(
+        results / "samnet_fold_stats.json.kept"
     )
     try:
         arguments = [a if a != "4" else "8" for a in TINY_BUDGET]
         run = plan_and_train(environment, str(DEMO_ID), *arguments)
     finally:
-        (results / "summary.json.kept").rename(
-            results / METHOD / "fold_0" / "validation" / "summary.json"
+        (results / "samnet_fold_stats.json.kept").rename(
+            results / METHOD / "fold_0" / "samnet_fold_stats.json"
         )
     assert run.returncode == 1
     assert "samnet_budget.json" in run.stderr and "--overwrite" in run.stderr
