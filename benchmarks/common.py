@@ -116,3 +116,42 @@ def ensure_raw(real: RealDataset, environment: dict[str, str]) -> None:
     """Convert the shared data into ``nnUNet_raw`` once."""
     if not (Path(environment["nnUNet_raw"]) / real.dataset).exists():
         run_command([sys.executable, "-m", *real.convert], environment)
+
+
+def plan_sam_variant(
+    dataset, plans_name: str, overrides: dict, device: str = "cpu"
+) -> str:
+    """The SAM plan with ``overrides`` fixed (as ``samnet_plan --<name> VALUE`` would), as
+    its own plans file ``plans_name``, its SAM configuration preprocessed; returns
+    ``plans_name``. An existing plans file of that name is kept.
+
+    Variants at the same spacing read one preprocessed data folder (named by the spacing),
+    so they also share the embedding cache of the windows as they are.
+
+    ``dataset``: a ``samnet.core.datasets.Dataset``. nnunetv2 reads nnUNet_* variables
+    at import: the caller sets them before calling.
+    """
+    import functools
+
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        plan_experiment_dataset,
+    )
+
+    from samnet.core.layout import SAM_CONFIGURATION
+    from samnet.pipeline.planning import preprocess
+    from samnet.planners.hardware import detect_hardware
+    from samnet.planners.sam_planner import SAMPlanner
+
+    plans_file = dataset.plans_file(plans_name)
+    if not plans_file.exists():
+        planner = functools.partial(
+            SAMPlanner, hardware=detect_hardware(device), overrides=overrides
+        )
+        plan_experiment_dataset(dataset.id, planner, overwrite_plans_name=plans_name)
+        plans = json.loads(plans_file.read_text())
+        sam = plans["configurations"][SAM_CONFIGURATION]
+        spacing = "x".join(f"{s:g}" for s in sam["spacing"])
+        sam["data_identifier"] = f"samnetVariants_{SAM_CONFIGURATION}_{spacing}"
+        plans_file.write_text(json.dumps(plans, indent=2))
+    preprocess(dataset, plans_name, [SAM_CONFIGURATION])
+    return plans_name

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import multiprocessing
 import os
@@ -37,7 +36,14 @@ from pathlib import Path
 from typing import Self
 
 import torch
-from common import RESULTS, SHARED_DATA, machine, run_command, work_environment
+from common import (
+    RESULTS,
+    SHARED_DATA,
+    machine,
+    plan_sam_variant,
+    run_command,
+    work_environment,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from samnet.core.atomic import atomic_folder
@@ -55,7 +61,7 @@ from samnet.models.encoder_prefix import (
 from samnet.models.network import EncodedImages, build_network
 from samnet.models.peft import apply_peft, count_parameters, trainable_parameters
 from samnet.planners import cost_model
-from samnet.planners.hardware import Hardware, detect_hardware, measure_matmul_gflops
+from samnet.planners.hardware import Hardware, measure_matmul_gflops
 from samnet.planners.modes import peft_rule
 
 NAME = "planner_ablation_cpu"
@@ -227,24 +233,11 @@ def make_subset(cases: int) -> dict:
 
 def plan_subset(size: int) -> str:
     """The CPU plan of the subset at ``size`` px, encoder cached, as its own plans file."""
-    # nnunetv2 reads nnUNet_* variables at import: main() sets them first.
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        plan_experiment_dataset,
+    return plan_sam_variant(
+        Dataset(SUBSET_ID, SUBSET),
+        f"samnetPlans_{size}px",
+        {"input_size": size, "encoder_mode": "cached"},
     )
-
-    from samnet.pipeline.planning import preprocess
-    from samnet.planners.sam_planner import SAMPlanner
-
-    plans_name = f"samnetPlans_{size}px"
-    if not (preprocessed_folder() / SUBSET / f"{plans_name}.json").exists():
-        planner = functools.partial(
-            SAMPlanner,
-            hardware=detect_hardware("cpu"),
-            overrides={"input_size": size, "encoder_mode": "cached"},
-        )
-        plan_experiment_dataset(SUBSET_ID, planner, overwrite_plans_name=plans_name)
-    preprocess(Dataset(SUBSET_ID, SUBSET), plans_name, [CONFIGURATION])
-    return plans_name
 
 
 def busy_cpu_seconds() -> float:

@@ -35,6 +35,7 @@ from samnet.planners.modes import (
 from samnet.planners.training import (
     batch_reason,
     budget_rule,
+    cached_views_rule,
     max_hours_rule,
     mirroring_rule,
     mode_estimates,
@@ -117,6 +118,7 @@ class Planner:
             learning_rate=self.decide("learning_rate", *learning_rate_rule(peft))
         )
         mirroring = self.decide("test_time_mirroring", *mirroring_rule(hw))
+        views = self.decide("cached_views", *cached_views_rule(mode))
         sam = SamPlan(
             backbone=backbone,
             checkpoint=checkpoint,
@@ -131,6 +133,7 @@ class Planner:
             budget=TrainingBudget(epochs, iterations, batch),
             test_time_mirroring=mirroring,
             pretrain=pretrain,
+            cached_views=views,
             few_shot=few_shot,
             prompts=prompts,
             decisions=tuple(self.decisions),

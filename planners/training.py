@@ -102,3 +102,15 @@ def mirroring_rule(hw: Hardware) -> tuple[bool, str]:
         "off on CPU: mirroring runs the encoder 4 times per window, adding minutes "
         "per fold; it can only help SAM, so leaving it off does not favour SAM"
     )
+
+
+def cached_views_rule(mode: str) -> tuple[int, str]:
+    """No augmented views in the embedding cache until they are measured to pay."""
+    if mode == "trained":
+        return 0, (
+            "the encoder runs in every step, on nnU-Net's augmented patches: no cache"
+        )
+    return 0, (
+        "none: each view costs one more embedding-cache build, and what it buys is "
+        "measured by benchmarks/sam_ablation.py (--cached-views N adds N)"
+    )

@@ -47,6 +47,7 @@ from samnet.preprocessing.cache.embedding_cache import (
     CacheKey,
     EmbeddingCache,
 )
+from samnet.preprocessing.cache.views import CacheView
 
 # How nnU-Net's dataset classes store a preprocessed case's images and labels
 # (nnUNetDatasetBlosc2: .b2nd; nnUNetDatasetNumpy: .npz). The .npy files nnU-Net unpacks
@@ -127,6 +128,7 @@ def build_embedding_cache(
     prefix_stages: int | None = None,
     fast: bool = False,
     batch_size: int = 8,
+    view: CacheView | None = None,
 ) -> EmbeddingCache:
     """The cache of ``network``'s frozen encoder on a 2d configuration: reused, or built.
 
@@ -141,6 +143,8 @@ def build_embedding_cache(
         to two minutes on 2 CPU cores and save nothing: compiled and eager are within 5%
         of each other at 128 and 256 px (benchmarks/results/encoder_speed_*_amd-epyc.json).
       batch_size: windows per encoder call.
+      view: an augmented view (``CacheView``): every window and its label augmented
+        before encoding, cached as a cache of its own; None: the windows as they are.
 
     Raises:
       SamnetError: the existing cache's ``cache.json`` does not match its folder or its
@@ -149,7 +153,7 @@ def build_embedding_cache(
     encoder = network.sam.image_encoder
     if prefix_stages is not None:
         encoder, _ = split_image_encoder(encoder, prefix_stages)
-    key = cache_key(network, encoder, base_weights, configuration, prefix_stages)
+    key = cache_key(network, encoder, base_weights, configuration, prefix_stages, view)
     dataset_folder = Path(preprocessed_dataset_folder)
     data_folder = dataset_folder / configuration.data_identifier
     target = dataset_folder / CACHE_FOLDER / key.digest()
@@ -166,7 +170,9 @@ def build_embedding_cache(
                 return frozen(network.input_adapter(batch.to(device)))
 
             with atomic_folder(target) as temporary, _eval_mode(network):
-                _write_cache(temporary, encode, key, data_folder, data_hash, batch_size)
+                _write_cache(
+                    temporary, encode, key, data_folder, data_hash, batch_size, view
+                )
         return EmbeddingCache(target)
 
 
@@ -190,8 +196,10 @@ def cache_key(
     base_weights: BaseWeights,
     configuration: ConfigurationManager,
     prefix_stages: int | None,
+    view: CacheView | None = None,
 ) -> CacheKey:
-    """The key of the cache that ``network``'s adapter and ``frozen_encoder`` compute."""
+    """The key of the cache that ``network``'s adapter and ``frozen_encoder`` compute
+    (of ``view``'s augmented windows, when given)."""
     adapter = network.input_adapter
     return CacheKey(
         backbone=base_weights.backbone,
@@ -206,6 +214,8 @@ def cache_key(
         normalization_schemes=tuple(configuration.normalization_schemes),
         use_mask_for_norm=tuple(configuration.use_mask_for_norm),
         prefix_stages=prefix_stages,
+        view=0 if view is None else view.number,
+        augmentation=None if view is None else view.augmentation,
     )
 
 
@@ -216,8 +226,10 @@ def _write_cache(
     data_folder: Path,
     data_hash: str,
     batch_size: int,
+    view: CacheView | None,
 ) -> None:
-    """Fill ``folder`` with the arrays and, last, ``cache.json`` (see the module docstring)."""
+    """Fill ``folder`` with the arrays and, last, ``cache.json`` (see the module docstring);
+    each window through ``view`` first, when given."""
     started = time.perf_counter()
     # nnU-Net's dataset, of its own class for the folder's file format.
     dataset = infer_dataset_class(str(data_folder))(str(data_folder))
@@ -237,6 +249,8 @@ def _write_cache(
         for z in range(data.shape[1]):
             image, label = np.asarray(data[:, z]), np.asarray(seg[0, z])
             for y0, x0, window, window_label in slice_windows(image, label, patch_size):
+                if view is not None:
+                    window, window_label = view(window, window_label, row)
                 index[row] = number, z, y0, x0, np.count_nonzero(window_label > 0)
                 labels[row] = window_label
                 writer.add(window)

@@ -59,6 +59,8 @@ class CacheKey:
     ``frozen_sha256`` hashes the weights that actually compute the cached value (input
     adapter and frozen encoder part): it covers random or fine-tuned weights and a learned
     channel mix, which ``weights_sha256`` (the base weight file) alone would not.
+    ``view`` k > 0 caches the windows augmented by ``augmentation`` with the k-th draw
+    (``samnet.preprocessing.cache.views``); 0 caches them as they are.
     """
 
     backbone: str
@@ -74,6 +76,8 @@ class CacheKey:
     use_mask_for_norm: tuple[bool, ...]
     prefix_stages: int | None
     format_version: int = CACHE_FORMAT_VERSION
+    view: int = 0
+    augmentation: str | None = None
 
     def digest(self) -> str:
         return key_digest(dataclasses.asdict(self))
@@ -81,6 +85,9 @@ class CacheKey:
 
 def key_digest(inputs: dict[str, Any]) -> str:
     """Short hash of key inputs; equal for a ``CacheKey`` and its JSON round trip."""
+    if inputs.get("view", 0) == 0:
+        # The unaugmented cache is named by what computes it alone.
+        inputs = {k: v for k, v in inputs.items() if k not in ("view", "augmentation")}
     text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

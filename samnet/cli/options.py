@@ -54,6 +54,10 @@ OVERRIDE_OPTIONS = {
         str,
         "box, point or box,point: train SAM to follow an annotator's prompts instead",
     ),
+    "cached_views": (
+        int,
+        "augmented views of each window in the embedding cache (nnU-Net's augmentation for the cached and prefix-cached trainers; each view is one more cache build)",
+    ),
     "pretrain": (
         yes_or_no,
         "yes or no: continue pre-training the encoder on the dataset's own images (samnet_pretrain, its default budget) before fine-tuning",
@@ -65,6 +69,7 @@ METAVARS = {
     "few_shot_seed": "SEED",
     "prompts": "KINDS",
     "pretrain": "{yes,no}",
+    "cached_views": "N",
 }
 CHOICES = {"peft": PEFT_CHOICES, "encoder_mode": ENCODER_MODES}
 

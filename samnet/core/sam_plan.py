@@ -117,6 +117,9 @@ class SamPlan:
       test_time_mirroring: predict with nnU-Net's mirroring augmentation.
       pretrain: continue pre-training the encoder on the dataset's own images
         (``samnet_pretrain``) before fine-tuning; False in plans made before this field.
+      cached_views: augmented views of every window in the embedding cache, besides the
+        window itself (``samnet.preprocessing.cache.views``): what the cached and
+        prefix-cached trainers get of nnU-Net's augmentation. 0: none.
       few_shot: see ``FewShotPlan``; None trains on every labelled slice.
       prompts: the prompt kinds (``PROMPT_KINDS``) the model is trained to follow, one
         per object, simulated from the reference (Gu et al.'s prompt-based setting);
@@ -137,6 +140,7 @@ class SamPlan:
     budget: TrainingBudget
     test_time_mirroring: bool = True
     pretrain: bool = False
+    cached_views: int = 0
     few_shot: FewShotPlan | None = None
     prompts: tuple[str, ...] | None = None
     decisions: tuple[Decision, ...] = field(default=())
@@ -155,6 +159,12 @@ class SamPlan:
                 None,
                 f"sam.prompts {list(self.prompts)} is not a list of {PROMPT_KINDS}",
                 "correct the sam block of the plans or re-plan with samnet_plan --prompts",
+            )
+        if self.cached_views < 0:
+            raise SamnetError(
+                None,
+                f"sam.cached_views {self.cached_views} is negative",
+                "correct the sam block of the plans or re-plan with samnet_plan --cached-views N",
             )
         if self.optimizer.schedule not in SCHEDULES:
             raise SamnetError(

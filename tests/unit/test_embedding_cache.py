@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from nnunetv2.inference.sliding_window_prediction import (
     compute_steps_for_sliding_window,
 )
@@ -32,6 +33,7 @@ from samnet.models.network import EncodedImages, SamSegmentationNetwork, build_n
 from samnet.models.peft import PeftConfig, apply_peft
 from samnet.preprocessing.cache.build import build_embedding_cache
 from samnet.preprocessing.cache.embedding_cache import EmbeddingCache, sample_batches
+from samnet.preprocessing.cache.views import CacheView, ViewedCaches
 
 PATCH = (32, 32)
 INPUT_SIZE = 64
@@ -377,3 +379,93 @@ def test_a_trained_patch_embedding_cannot_be_cached() -> None:
     apply_peft(network, PeftConfig(method="full", parts=("encoder",)))
     with pytest.raises(SamnetError, match="patch embedding trains"):
         frozen_prefix_stages(network.sam.image_encoder)
+
+
+def test_cache_is_rebuilt_when_the_preprocessed_labels_change(
+    network_and_weights, dataset_folder
+) -> None:
+    old = build(network_and_weights, dataset_folder)
+    old_labels = old.labels(np.arange(len(old))).clone()
+    # Labels fixed and the data preprocessed again: same cases, same shapes, other labels.
+    for stored in (dataset_folder / DATA_IDENTIFIER).glob("case_a*"):
+        stored.unlink()  # as nnU-Net's preprocessing empties the folder first
+    write_case(dataset_folder / DATA_IDENTIFIER, "case_a", CASES["case_a"], seed=11)
+    new = build(network_and_weights, dataset_folder)
+    assert new.folder == old.folder, "rebuilt in place: no stale copy left on disk"
+    assert [
+        p.name for p in (dataset_folder / CACHE_FOLDER).iterdir() if p.is_dir()
+    ] == [new.folder.name]
+    new_labels = new.labels(np.arange(len(new)))
+    rows_a = new.rows_for_cases(["case_a"])
+    rows_b = new.rows_for_cases(["case_b"])
+    assert not np.array_equal(new_labels[rows_a], old_labels[rows_a])
+    assert np.array_equal(new_labels[rows_b], old_labels[rows_b])
+    assert new.info["data_sha256"] != old.info["data_sha256"]
+
+
+def test_cache_is_rebuilt_when_cases_are_added(
+    network_and_weights, dataset_folder
+) -> None:
+    old = build(network_and_weights, dataset_folder)
+    write_case(dataset_folder / DATA_IDENTIFIER, "case_c", (1, 1, 32, 32), seed=7)
+    new = build(network_and_weights, dataset_folder)
+    assert new.cases == ("case_a", "case_b", "case_c")
+    assert len(new) == len(old) + 1
+
+
+def mirrors() -> CacheView:
+    """A view that mirrors each window along random axes: image and label must move alike."""
+    return CacheView(1, MirrorTransform(allowed_axes=(0, 1)), "mirror")
+
+
+def test_a_view_augments_image_and_label_alike_and_draws_the_same_again() -> None:
+    label = np.random.default_rng(0).integers(0, 3, size=(32, 32)).astype(np.int16)
+    image = label[None].astype(np.float32)
+    views = [mirrors()(image, label, row) for row in range(8)]
+    for augmented_image, augmented_label in views:
+        np.testing.assert_array_equal(augmented_image[0], augmented_label)
+    flipped = [not np.array_equal(v_label, label) for _, v_label in views]
+    assert any(flipped) and not all(flipped)  # random mirrors, seeded per row
+    _, again_label = mirrors()(image, label, 3)
+    np.testing.assert_array_equal(again_label, views[3][1])
+
+
+def test_augmented_views_are_caches_of_their_own_read_as_one(
+    network_and_weights, dataset_folder
+) -> None:
+    plain = build(network_and_weights, dataset_folder)
+    view = build(network_and_weights, dataset_folder, view=mirrors())
+    assert view.folder != plain.folder
+    # The windows as they are keep their cache: building a view does not rename it.
+    assert build(network_and_weights, dataset_folder).folder == plain.folder
+    assert view.info["key_inputs"]["view"] == 1
+    both = ViewedCaches([plain, view])
+    assert len(both) == 2 * len(plain)
+    rows = both.rows_for_cases(["case_b"])
+    assert list(rows) == [
+        *plain.rows_for_cases(["case_b"]),
+        *(plain.rows_for_cases(["case_b"]) + len(plain)),
+    ]
+    mixed = np.array([len(plain) + 1, 0, len(plain), 2])
+    np.testing.assert_array_equal(
+        both.labels(mixed).numpy(),
+        np.stack(
+            [
+                view.labels([1])[0],
+                plain.labels([0])[0],
+                view.labels([0])[0],
+                plain.labels([2])[0],
+            ]
+        ),
+    )
+    assert torch.equal(both.embeddings(mixed)[0], view.embeddings([1])[0])
+    # A mirrored window's label is its original's, mirrored (or the same, unmirrored).
+    for row in range(len(plain)):
+        original, augmented = plain.labels([row])[0, 0], view.labels([row])[0, 0]
+        assert any(
+            torch.equal(augmented, original.flip(axes))
+            for axes in ((), (0,), (1,), (0, 1))
+        )
+    assert both.info["build_seconds"] == pytest.approx(
+        plain.info["build_seconds"] + view.info["build_seconds"]
+    )
