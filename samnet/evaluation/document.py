@@ -119,10 +119,11 @@ def ensembles_paragraph(report: dict, titles: dict[str, str]) -> Paragraph:
 
 
 def left_out_folds(report: dict, titles: dict[str, str]) -> list[Paragraph]:
-    """Why folds with a validation summary are not in the report; nothing when none is."""
+    """Why folds with a validation summary are not in the report; nothing when none is
+    (or the report predates the record)."""
     lines = [
         f"{titles.get(name, name)} fold {fold}: {reason}."
-        for name, folds in report["folds_left_out"].items()
+        for name, folds in report.get("folds_left_out", {}).items()
         for fold, reason in folds.items()
     ]
     return [Paragraph("Folds left out", " ".join(lines))] if lines else []

@@ -290,16 +290,23 @@ def train_here(
                 f"{run.budget.epochs} epochs x {run.budget.iterations_per_epoch} steps, "
                 f"batch {run.budget.batch_size}, {device}"
             )
-            train_fold(
-                dataset.name,
-                run.method,
-                run.fold,
-                run.budget,
-                device,
-                overwrite=overwrite,
-                save_probabilities=npz,
-            )
+            train_run(dataset.name, run, device, npz, overwrite)
     return not report_skipped(dataset.name, skipped)
+
+
+def train_run(
+    dataset_name: str, run: FoldRun, device: torch.device, npz: bool, overwrite: bool
+) -> None:
+    """``train_fold`` for one run (its fold's lock is the caller's)."""
+    train_fold(
+        dataset_name,
+        run.method,
+        run.fold,
+        run.budget,
+        device,
+        overwrite=overwrite,
+        save_probabilities=npz,
+    )
 
 
 def report_skipped(dataset_name: str, skipped: Sequence[FoldRun]) -> bool:
@@ -332,15 +339,7 @@ def train_in_process_group(
                     )
                 )
             patient_barrier()
-            train_fold(
-                dataset_name,
-                run.method,
-                run.fold,
-                run.budget,
-                device,
-                overwrite=overwrite,
-                save_probabilities=npz,
-            )
+            train_run(dataset_name, run, device, npz, overwrite)
     finally:
         if distributed:
             torch.distributed.destroy_process_group()

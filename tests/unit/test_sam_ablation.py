@@ -38,14 +38,19 @@ def write_dataset(folder: Path, volume: np.ndarray) -> None:
     (folder / "dataset.json").write_text(json.dumps(description))
 
 
-def test_context_dataset_stacks_each_slice_with_its_neighbours(
-    sam_ablation, tmp_path: Path
-) -> None:
+def stacked(sam_ablation, tmp_path: Path, axis: int) -> tuple[np.ndarray, Path, Path]:
+    """A 4 x 3 x 5 volume, its dataset and the dataset's 2.5D copy along ``axis``."""
     volume = np.arange(4 * 3 * 5, dtype=np.float32).reshape(4, 3, 5)
     source, target = tmp_path / "Dataset001_Tiny", tmp_path / "Dataset901_Tiny25D"
     write_dataset(source, volume)
+    sam_ablation.context_dataset(source, target, axis=axis)
+    return volume, source, target
 
-    sam_ablation.context_dataset(source, target, axis=0)
+
+def test_context_dataset_stacks_each_slice_with_its_neighbours(
+    sam_ablation, tmp_path: Path
+) -> None:
+    volume, source, target = stacked(sam_ablation, tmp_path, axis=0)
 
     channels = [
         sitk.ReadImage(str(target / "imagesTr" / f"case_001_{c:04d}.nii.gz"))
@@ -69,11 +74,7 @@ def test_context_dataset_stacks_each_slice_with_its_neighbours(
 def test_context_dataset_shifts_along_the_axis_it_is_given(
     sam_ablation, tmp_path: Path
 ) -> None:
-    volume = np.arange(4 * 3 * 5, dtype=np.float32).reshape(4, 3, 5)
-    source, target = tmp_path / "Dataset001_Tiny", tmp_path / "Dataset901_Tiny25D"
-    write_dataset(source, volume)
-
-    sam_ablation.context_dataset(source, target, axis=2)
+    volume, _, target = stacked(sam_ablation, tmp_path, axis=2)
 
     below = sitk.GetArrayFromImage(
         sitk.ReadImage(str(target / "imagesTr" / "case_001_0000.nii.gz"))
