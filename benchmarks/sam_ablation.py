@@ -139,24 +139,13 @@ def cache_record(preprocessed: Path, stats: dict) -> dict | None:
     }
 
 
-def case_dice(summary: dict) -> dict[str, float]:
-    """Mean foreground Dice of each validation case (nnU-Net's: classes absent from
-    reference and prediction are NaN and left out)."""
-    per_case = {}
-    for case in summary["metric_per_case"]:
-        values = [m["Dice"] for m in case["metrics"].values() if m["Dice"] == m["Dice"]]
-        name = Path(case["reference_file"]).name.split(".")[0]
-        per_case[name] = statistics.fmean(values) if values else float("nan")
-    return per_case
-
-
 def paired_difference(arm: dict, reference: dict) -> dict | None:
     """Mean and standard error of the arm's per-case Dice minus the reference arm's."""
     ours, theirs = arm["dice_per_case"], reference["dice_per_case"]
     differences = [
         ours[c] - theirs[c]
         for c in sorted(set(ours) & set(theirs))
-        if ours[c] == ours[c] and theirs[c] == theirs[c]
+        if ours[c] is not None and theirs[c] is not None
     ]
     if len(differences) < 2:
         return None
@@ -246,6 +235,8 @@ def train_arm(args: argparse.Namespace, name: str, arm: Arm, overwrite: bool) ->
 
     from samnet.core.layout import SAM_CONFIGURATION
     from samnet.core.methods import sam_method
+    from samnet.evaluation.results import read_cases
+    from samnet.evaluation.stats import FOREGROUND
     from samnet.pipeline.options import BudgetOptions
     from samnet.pipeline.plan_and_train import budget_for
     from samnet.pipeline.train_fold import fold_folder, train_fold
@@ -275,7 +266,10 @@ def train_arm(args: argparse.Namespace, name: str, arm: Arm, overwrite: bool) ->
     stats = json.loads(
         (fold_folder(dataset.name, method, args.fold) / FOLD_STATS_FILE).read_text()
     )
-    labels = {str(v): k for k, v in plans_labels(dataset).items()}
+    description = json.loads((dataset.preprocessed / "dataset.json").read_text())
+    labels = {str(v): k for k, v in description["labels"].items()}
+    # Each case's mean foreground Dice as the report scores it (None: no class defined).
+    cases = read_cases(summary_file, list(summary["mean"]), description["file_ending"])
     return {
         "title": arm.title,
         "settings": settings,
@@ -290,7 +284,7 @@ def train_arm(args: argparse.Namespace, name: str, arm: Arm, overwrite: bool) ->
             labels[label]: metrics["Dice"] for label, metrics in summary["mean"].items()
         },
         "dice_mean_foreground": summary["foreground_mean"]["Dice"],
-        "dice_per_case": case_dice(summary),
+        "dice_per_case": {case["case"]: case["dice"][FOREGROUND] for case in cases},
         "train_seconds": stats["train_seconds"],
         "seconds_per_step": stats["train_seconds"] / budget.optimizer_steps,
         "validation_seconds": stats["validation_seconds"],
@@ -360,10 +354,6 @@ def flip_consistency(dataset, sam_block: dict, images: int = 8) -> dict:
             F.cosine_similarity(encoded, encoded.roll(1, dims=0)).mean().item()
         )
     return {"images": len(slices), "mean_cosine_similarity": similarity}
-
-
-def plans_labels(dataset) -> dict[str, int]:
-    return json.loads((dataset.preprocessed / "dataset.json").read_text())["labels"]
 
 
 def summarize(result: dict) -> None:

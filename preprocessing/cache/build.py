@@ -12,7 +12,6 @@ left behind is removed first.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import itertools
 import json
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError
 from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
+from samnet.core.locks import hold
 from samnet.models.checkpoint_files import BaseWeights
 from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
@@ -159,7 +159,13 @@ def build_embedding_cache(
     target = dataset_folder / CACHE_FOLDER / key.digest()
     target.parent.mkdir(parents=True, exist_ok=True)
     data_hash = data_sha256(data_folder)
-    with _exclusive(target.parent / f".{target.name}.lock"):
+    # Trainers of several folds started together build a cache once; the others wait.
+    with hold(
+        target.parent / f".{target.name}.lock",
+        f"building the embedding cache {target.name}",
+        wait=None,
+        fix="wait for that run to finish the build, or stop it",
+    ):
         if not _is_current(target, data_hash):
             _remove_leftovers(target)
             device = next(network.parameters()).device
@@ -331,14 +337,6 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
     finally:
         for submodule, training in modes.items():
             submodule.training = training
-
-
-@contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """An exclusive lock: trainers of several folds started together build a cache once."""
-    with open(lock_file, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _remove_leftovers(target: Path) -> None:

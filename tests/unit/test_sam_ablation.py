@@ -83,12 +83,12 @@ def test_context_dataset_shifts_along_the_axis_it_is_given(
 
 
 def test_paired_difference_uses_the_cases_both_arms_scored(sam_ablation) -> None:
-    arm = {"dice_per_case": {"a": 0.9, "b": 0.8, "c": float("nan"), "d": 0.7}}
+    arm = {"dice_per_case": {"a": 0.9, "b": 0.8, "c": None, "d": 0.7}}
     reference = {"dice_per_case": {"a": 0.8, "b": 0.8, "c": 0.5, "d": 0.5}}
 
     difference = sam_ablation.paired_difference(arm, reference)
 
-    assert difference["cases"] == 3  # c is NaN in the arm
+    assert difference["cases"] == 3  # c is undefined in the arm
     assert difference["mean"] == pytest.approx((0.1 + 0.0 + 0.2) / 3)
     assert difference["cases_better"] == 2
     assert difference["standard_error"] == pytest.approx(0.1 / 3**0.5)
