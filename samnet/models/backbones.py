@@ -1,12 +1,13 @@
 """The SAM backbones samnet knows (``BACKBONES``) and how to build one at any input size.
 
 ``build_sam(name)`` gives a segment_anything ``Sam`` (image encoder, prompt encoder, mask
-decoder) at any input size, loaded strictly from its weight file (found as described in
-``checkpoint_files``), plus the identity of those weights (``BaseWeights``) that
-fine-tuning checkpoints store. Each backbone's facts are a ``BackboneSpec``
-(``backbone_spec``, which also explains the input normalisations); the returned ``Sam``'s
-``pixel_mean``/``pixel_std`` match its normalisation, so ``Sam.preprocess`` is right for
-every backbone; samnet's network normalises in its own input adapter.
+decoder) at any input size, loaded from its weight file (found, remapped where another
+project's layout needs it, and loaded strictly as described in ``checkpoint_files``), plus
+the identity of those weights (``BaseWeights``) that fine-tuning checkpoints store. Each
+backbone's facts are a ``BackboneSpec`` (``backbone_spec``, which also explains the input
+normalisations); the returned ``Sam``'s ``pixel_mean``/``pixel_std`` match its
+normalisation, so ``Sam.preprocess`` is right for every backbone; samnet's network
+normalises in its own input adapter.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def build_sam(
 
     Raises:
       SamnetError: no weight file, a hash that differs from the known one, or a file that
-        is not exactly this backbone's state dict.
+        is not this backbone's state dict once remapped (the error names the backbones it
+        fits).
     """
     spec = get_backbone(name)
     image_size = image_size or spec.native_size
@@ -188,7 +190,7 @@ def build_sam(
     weights = (
         BaseWeights(name, None, None)
         if path is None
-        else load_backbone_weights(sam, spec, path)
+        else load_backbone_weights(sam, spec, path, BACKBONES.values())
     )
     if spec.normalization == "unit_range":
         # Sam.preprocess standardises with these: the identity for inputs already in [0, 1].

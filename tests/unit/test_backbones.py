@@ -213,7 +213,11 @@ def test_mobile_sam_file_with_classifier_loads(tmp_path: Path) -> None:
     state["image_encoder.norm_head.bias"] = torch.zeros(320)
     path = tmp_path / "mobile_sam.pt"
     torch.save({"model": state, "epoch": 7}, path)
-    loaded, _ = build_sam("mobile_sam", checkpoint=path, image_size=64)
+    loaded, weights = build_sam("mobile_sam", checkpoint=path, image_size=64)
+    # The classifier is the usual file's: dropped silently; the wrapper is reported.
+    assert weights.adjustments == (
+        "unwrapped the weights under 'model' (ignored: epoch)",
+    )
     resize_sam(original, 64, 16)
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
