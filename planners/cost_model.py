@@ -5,14 +5,19 @@ into seconds with the machine's measured matmul rate times the fraction of it a 
 training step achieves. Memory per slice was measured here (peak RSS, LiteMedSAM with
 LoRA in encoder and decoder, 128 and 256 px) and is scaled by FLOPs for other backbones.
 Each backbone's encoder FLOPs, and the share of them ``prefix_cached`` still runs, are
-fields of its ``BackboneSpec`` (``encoder_gflop``, ``last_stage_share``).
+fields of its ``BackboneSpec`` (``encoder_gflop``, ``last_stage_share``). Gradient
+checkpointing of the trained encoder part (``samnet.models.gradient_checkpointing``) trades
+its memory for one more forward pass of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from samnet.core.sam_plan import SamPlan
 from samnet.models.backbone_spec import BackboneSpec
+from samnet.models.backbones import get_backbone
+from samnet.models.peft import PeftConfig
 from samnet.planners.hardware import Hardware
 
 # Mask decoder with K class tokens, per slice at the native size (3.55 GFLOP at 256 px).
@@ -24,7 +29,7 @@ FORWARD_BACKWARD = 3.0
 # prefix_cached and trained) only input gradients flow: counted with FlopCounterMode,
 # LiteMedSAM at 128 px, a step costs 1.9x the encoder's forward with LoRA in every block
 # and 1.8x in the last stage, not 3x (benchmarks/results/planner_ablation_cpu.json).
-# Fine-tuning the whole encoder (--peft full) costs FORWARD_BACKWARD there, ~1.5x this.
+# Fine-tuning the whole encoder (--peft full) costs FORWARD_BACKWARD there.
 ADAPTED_FORWARD_BACKWARD = 2.0
 # Achieved fraction of the matmul rate in a training step on CPU, 2 idle threads, batch 8
 # (benchmarks/results/planner_ablation_cpu.json; in brackets an earlier run): decoder on
@@ -45,11 +50,26 @@ TRAIN_MB_PER_SLICE_LITE_128 = 327.0
 LITE_GFLOP_128 = 19.95
 # Automatic mixed precision on CUDA stores activations in 16 bits.
 AMP_MEMORY_FACTOR = 0.5
+# Activations one slice keeps for the backward pass through the trained encoder, counted
+# (saved-for-backward bytes, native size; benchmarks/results/checkpointing_memory_cpu.json):
+# fully trained (--peft full) over LoRA's (what TRAIN_MB_PER_SLICE_LITE_128 measured):
+# TinyViT (LiteMedSAM, MobileSAM) 2.53 and 2.63, SAM ViT-B/L/H 1.20/1.28/1.34.
+FULLY_TRAINED_MEMORY_FACTOR = 2.7
+# With gradient checkpointing, what the trained encoder part still keeps: each block's
+# input, the layers between blocks, and one block recomputed at a time in the backward
+# pass. Same count: TinyViT 0.37 (LoRA) and 0.39/0.41 (fully trained); ViT-B/L/H 0.21/
+# 0.16/0.14 (LoRA), 0.19/0.14/0.12 (fully trained).
+CHECKPOINTED_MEMORY_FACTOR = 0.45
+# Both are the largest count rounded up, for every backbone: plans err towards fitting.
+# The FLOP scaling above overestimates a ViT's activations (counted, LoRA at 1024 px:
+# ViT-B 5.2 GB per slice, ViT-H 13.6 GB, against 16 and 98 GB scaled), so ViT plans fit
+# with room to spare.
 
 
 @dataclass(frozen=True)
 class StepCost:
-    """Cost of training one slice (one sample of a batch) in an encoder mode."""
+    """Cost of training one slice (one sample of a batch) in an encoder mode, with or
+    without gradient checkpointing."""
 
     seconds_per_slice: float
     memory_mb_per_slice: float
@@ -62,10 +82,23 @@ def encoder_gflop(spec: BackboneSpec, input_size: int) -> float:
 
 
 def step_cost(
-    spec: BackboneSpec, input_size: int, encoder_mode: str, hardware: Hardware
+    spec: BackboneSpec,
+    input_size: int,
+    encoder_mode: str,
+    hardware: Hardware,
+    gradient_checkpointing: bool = False,
+    fully_trained_encoder: bool = False,
 ) -> StepCost:
     """Estimated seconds and memory per training slice, and one-off seconds per slice
-    to fill the embedding cache (0 when nothing is cached)."""
+    to fill the embedding cache (0 when nothing is cached).
+
+    The part of the encoder that runs in every step costs ``ADAPTED_FORWARD_BACKWARD``
+    forward passes, ``FORWARD_BACKWARD`` when its weights train
+    (``fully_trained_encoder``, --peft full), and keeps ``FULLY_TRAINED_MEMORY_FACTOR``
+    times the activations then. ``gradient_checkpointing``: it keeps
+    ``CHECKPOINTED_MEMORY_FACTOR`` of them and runs its forward pass once more in the
+    backward pass: 1.5x its compute with LoRA, 1.33x fully trained.
+    """
     encoder = encoder_gflop(spec, input_size)
     decoder = DECODER_GFLOP * (input_size / spec.native_size) ** 2
     rate = hardware.matmul_gflops * (AMP_SPEEDUP if hardware.on_gpu else 1.0)
@@ -74,11 +107,18 @@ def step_cost(
         "prefix_cached": spec.last_stage_share,
         "cached": 0.0,
     }[encoder_mode]
-    forward_gflop = trained_share * encoder + decoder
-    step_gflop = (
-        ADAPTED_FORWARD_BACKWARD * trained_share * encoder + FORWARD_BACKWARD * decoder
-    )
-    memory = TRAIN_MB_PER_SLICE_LITE_128 * forward_gflop / LITE_GFLOP_128
+    trained_encoder = trained_share * encoder
+    encoder_passes = (
+        FORWARD_BACKWARD if fully_trained_encoder else ADAPTED_FORWARD_BACKWARD
+    ) + (1.0 if gradient_checkpointing else 0.0)
+    step_gflop = encoder_passes * trained_encoder + FORWARD_BACKWARD * decoder
+    # Activation memory follows the forward FLOPs of what trains (measured for LiteMedSAM).
+    encoder_memory = TRAIN_MB_PER_SLICE_LITE_128 * trained_encoder / LITE_GFLOP_128
+    if fully_trained_encoder:
+        encoder_memory *= FULLY_TRAINED_MEMORY_FACTOR
+    if gradient_checkpointing:
+        encoder_memory *= CHECKPOINTED_MEMORY_FACTOR
+    memory = encoder_memory + TRAIN_MB_PER_SLICE_LITE_128 * decoder / LITE_GFLOP_128
     if hardware.on_gpu:
         memory *= AMP_MEMORY_FACTOR
     return StepCost(
@@ -87,6 +127,19 @@ def step_cost(
         cache_seconds_per_slice=0.0
         if encoder_mode == "trained"
         else encoder / (rate * CACHE_FRACTION),
+    )
+
+
+def plan_step_cost(sam: SamPlan, hardware: Hardware) -> StepCost:
+    """``step_cost`` of what a plan's ``sam`` block trains, on ``hardware``."""
+    peft = PeftConfig.from_dict(sam.peft)
+    return step_cost(
+        get_backbone(sam.backbone),
+        sam.input_size,
+        sam.encoder_mode,
+        hardware,
+        gradient_checkpointing=sam.gradient_checkpointing,
+        fully_trained_encoder="encoder" in peft.fully_trained_parts,
     )
 
 

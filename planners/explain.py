@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from samnet.core.peft_choices import LEGACY_ADAPTER_PLACEMENT
 from samnet.planners.fingerprint import SamFingerprint
 from samnet.planners.hardware import Hardware
 
@@ -73,12 +74,14 @@ def format_value(value: Any) -> str:
 
 
 def describe_peft(peft: dict[str, Any]) -> str:
-    """E.g. ``LoRA r4 encoder+decoder, blocks -2,-1`` for a ``PeftConfig.to_dict()``."""
+    """E.g. ``LoRA r4 encoder+decoder, blocks -2,-1`` for a ``PeftConfig.to_dict()``
+    (a dict without ``adapter_placement`` is a plan's from before it could be chosen)."""
     parts = "+".join(peft["parts"])
+    placement = peft.get("adapter_placement", LEGACY_ADAPTER_PLACEMENT)
     method = {
         "full": "full",
         "lora": f"LoRA r{peft['lora_rank']}",
-        "adapter": f"adapter {peft['adapter_ratio']:g}",
+        "adapter": f"adapter {peft['adapter_ratio']:g} {placement}",
         "frozen": "frozen",
     }[peft["method"]]
     text = f"{method} {parts}"

@@ -7,14 +7,23 @@ short text their decision shows (``Planner`` records them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from samnet.core.errors import SamnetError
+from samnet.core.peft_choices import (
+    PEFT_CHOICES,
+    PEFT_PARTS,
+    parse_encoder_blocks,
+    parse_lora_targets,
+)
 from samnet.core.sam_plan import ENCODER_MODES, PROMPT_KINDS, FewShotPlan
 from samnet.fewshot.support_selection import read_support_file
 from samnet.models.backbone_spec import BackboneSpec
-from samnet.models.peft import PeftConfig
+from samnet.models.peft import PeftConfig, selected_encoder_blocks
 from samnet.planners.evidence import (
     COST_MODEL_ACCURACY,
     FEW_LABELLED_CASES,
@@ -27,13 +36,33 @@ from samnet.planners.training import ModeEstimate
 
 LORA_RANK = 4
 NEW_HEADS = ("class_head", "input_adapter")
-# The encoder modes that can train each --peft choice (samnet.core.sam_plan.PEFT_CHOICES).
+# The method --peft-parts gets when --peft names none, and the parts --peft gets when
+# --peft-parts names none: LoRA in encoder and decoder (Gu et al. 2024's best), the
+# decoder trained in full on a frozen, cached encoder (Xie et al. 2024).
+DEFAULT_METHOD = {"encoder+decoder": "lora", "decoder": "full"}
+DEFAULT_PARTS = "encoder+decoder"
+# The encoder modes (samnet.core.sam_plan.ENCODER_MODES) that can train each
+# (--peft, --peft-parts): an encoder that PEFT leaves alone is frozen and cached; LoRA or
+# adapters in it train with it running (trained) or from a cache of its frozen front
+# (prefix_cached); an encoder trained in full runs in every step.
 MODES_FOR_PEFT = {
-    "lora": ("trained", "prefix_cached"),
-    "adapter": ("trained", "prefix_cached"),
-    "full": ("trained",),
-    "decoder": ("cached",),
+    ("full", "encoder+decoder"): ("trained",),
+    ("lora", "encoder+decoder"): ("trained", "prefix_cached"),
+    ("adapter", "encoder+decoder"): ("trained", "prefix_cached"),
+    ("full", "decoder"): ("cached",),
+    ("lora", "decoder"): ("cached",),
+    ("adapter", "decoder"): ("cached",),
 }
+# The options that configure one method, by rule name, and that method.
+METHOD_OPTIONS = {
+    "lora_rank": "lora",
+    "lora_targets": "lora",
+    "adapter_ratio": "adapter",
+    "adapter_placement": "adapter",
+}
+# The options that name the strategy, and every option peft_rule reads.
+STRATEGY_OPTIONS = ("peft", "peft_parts")
+PEFT_OPTIONS = (*STRATEGY_OPTIONS, *METHOD_OPTIONS, "encoder_blocks")
 
 
 def few_shot_rule(
@@ -139,13 +168,15 @@ def encoder_mode_rule(
 
     ``estimates``: ``training.mode_estimates`` for ``steps`` optimizer steps.
     """
-    allowed = MODES_FOR_PEFT.get(overrides.get("peft"), ENCODER_MODES)
+    request = requested_peft(overrides)
+    allowed = ENCODER_MODES if request is None else MODES_FOR_PEFT[request]
     asked = overrides.get("encoder_mode")
     if asked not in (None, *allowed):
         raise SamnetError(
             None,
-            f"--encoder-mode {asked} cannot train --peft {overrides['peft']}",
-            f"use --encoder-mode {' or '.join(allowed)}, or leave it to the planner",
+            f"--encoder-mode {asked} cannot train {_given(overrides, STRATEGY_OPTIONS)}",
+            f"use --encoder-mode {' or '.join(allowed)}, or leave it to the planner "
+            "(--peft-parts decoder trains the decoder on a cached encoder)",
         )
     if few_shot is not None or prompts is not None:
         name, option = (
@@ -157,8 +188,8 @@ def encoder_mode_rule(
             raise SamnetError(
                 None,
                 f"{name} trains the decoder on a frozen, cached encoder, not "
-                f"--peft {overrides.get('peft')} / --encoder-mode {asked}",
-                f"drop --peft and --encoder-mode (or use --peft decoder), or drop {option}",
+                f"{_given(overrides, (*STRATEGY_OPTIONS, 'encoder_mode'))}",
+                f"drop --peft and --encoder-mode (or use --peft-parts decoder), or drop {option}",
             )
         return "cached", (
             "few-shot mode (Xie et al. 2024): the encoder is frozen and its embeddings of the support slices are computed once; only the decoder and the prompt projection train"
@@ -172,6 +203,8 @@ def encoder_mode_rule(
     fitting = [m for m in allowed if estimates[m].hours <= max_hours]
     hours = ", ".join(
         f"{m} {estimates[m].hours:.1f} h (batch {estimates[m].batch_size})"
+        if estimates[m].batch_size
+        else f"{m} does not fit the GPU"
         for m in allowed
     )
     within = (
@@ -185,53 +218,188 @@ def encoder_mode_rule(
     )
 
 
+def requested_peft(overrides: dict[str, Any]) -> tuple[str, str] | None:
+    """The strategy the user asked for with ``--peft`` and ``--peft-parts``: (method,
+    parts), a key of ``MODES_FOR_PEFT``, the missing one completed by the defaults; None
+    when neither was given (the encoder mode decides)."""
+    method, parts = overrides.get("peft"), overrides.get("peft_parts")
+    if method is None and parts is None:
+        return None
+    if method == "decoder":
+        # The name --peft had for the decoder trained in full before --peft-parts.
+        if parts not in (None, "decoder"):
+            raise SamnetError(
+                None,
+                f"--peft decoder trains the decoder alone, not --peft-parts {parts}",
+                "use --peft full (or lora, adapter) with --peft-parts encoder+decoder",
+            )
+        method, parts = "full", "decoder"
+    parts = parts or DEFAULT_PARTS
+    request = (method or DEFAULT_METHOD.get(parts), parts)
+    if request not in MODES_FOR_PEFT:
+        raise SamnetError(
+            None,
+            f"{_given(overrides, STRATEGY_OPTIONS)} is not a strategy samnet trains",
+            f"--peft is one of {', '.join(PEFT_CHOICES)}; --peft-parts one of "
+            f"{', '.join(PEFT_PARTS)}",
+        )
+    return request
+
+
 def peft_rule(
     mode: str, spec: BackboneSpec, overrides: dict[str, Any]
 ) -> tuple[PeftConfig, str]:
-    """What trains in encoder mode ``mode``: the user's ``--peft`` or, by default, LoRA in
-    encoder and decoder, or the decoder alone when the encoder is cached."""
-    config, because = _peft(
-        overrides.get("peft") or ("decoder" if mode == "cached" else "lora"),
-        overrides.get("lora_rank") or LORA_RANK,
-        mode,
-        spec,
+    """What trains in encoder mode ``mode``: the user's ``--peft``/``--peft-parts`` with
+    their method's options or, by default, LoRA in encoder and decoder, or the decoder
+    alone when the encoder is cached."""
+    method, parts = requested_peft(overrides) or (
+        ("full", "decoder") if mode == "cached" else ("lora", "encoder+decoder")
     )
-    if overrides.get("peft"):
-        because = f"{user_reason('peft')}: {because}"
+    trained = f"the plan trains {method} in the {parts} (encoder mode {mode})"
+    for option, owner in METHOD_OPTIONS.items():
+        if overrides.get(option) is not None and method != owner:
+            raise SamnetError(
+                None,
+                f"{_given(overrides, (option,))} configures {owner}, but {trained}",
+                f"add --peft {owner} (with --peft-parts decoder to keep the encoder "
+                f"cached), or drop --{_dashed(option)}",
+            )
+    adapts_encoder = method != "full" and parts == "encoder+decoder"
+    if overrides.get("encoder_blocks") is not None and not adapts_encoder:
+        raise SamnetError(
+            None,
+            f"{_given(overrides, ('encoder_blocks',))} picks the encoder blocks that "
+            f"get LoRA or adapters, but {trained}",
+            "use --peft lora or adapter with --peft-parts encoder+decoder, or drop "
+            "--encoder-blocks",
+        )
+    config, because = _peft(method, PEFT_PARTS[parts], mode, spec, overrides)
+    given = [name for name in PEFT_OPTIONS if overrides.get(name) is not None]
+    if given:
+        because = f"set by the user ({_given(overrides, given)}): {because}"
     return config, because
 
 
 def _peft(
-    method: str, rank: int, mode: str, spec: BackboneSpec
+    method: str,
+    parts: tuple[str, ...],
+    mode: str,
+    spec: BackboneSpec,
+    overrides: dict[str, Any],
 ) -> tuple[PeftConfig, str]:
-    blocks = (
-        tuple(range(-spec.last_stage_blocks, 0)) if mode == "prefix_cached" else None
-    )
     # A cached encoder input must not change: the input adapter's channel mix stays at its
     # channel-mean start unless the encoder runs in every step.
     heads = NEW_HEADS if mode == "trained" else ("class_head",)
-    if method == "decoder":
-        return PeftConfig(method="full", parts=("decoder",), trainable_extra=heads), (
+    if method == "full":
+        config = PeftConfig(method="full", parts=parts, trainable_extra=heads)
+        if "encoder" in parts:
+            return config, "every weight of the encoder and the decoder trains"
+        return config, (
             "the encoder is frozen and cached: the whole mask decoder and the new class head train (Xie et al. 2024)"
         )
-    if method == "full":
-        return PeftConfig(
-            method="full", parts=("encoder", "decoder"), trainable_extra=heads
-        ), "every weight trains (asked for)"
-    where = "the last encoder stage" if blocks else "every encoder block"
+    if method == "lora":
+        rank = overrides.get("lora_rank") or LORA_RANK
+        options = {
+            "lora_rank": rank,
+            "lora_alpha": float(rank),
+            "lora_targets": _lora_targets(parts, overrides),
+        }
+    else:
+        options = {
+            name: overrides[name]
+            for name in ("adapter_ratio", "adapter_placement")
+            if overrides.get(name) is not None
+        }
+    blocks, where = None, None
+    if "encoder" in parts:
+        blocks, where = _encoder_blocks(mode, spec, overrides.get("encoder_blocks"))
     config = PeftConfig(
         method=method,
-        parts=("encoder", "decoder"),
-        lora_rank=rank,
-        lora_alpha=float(rank),
-        lora_targets=("encoder_attention", "decoder_attention"),
+        parts=parts,
         encoder_blocks=blocks,
         trainable_extra=heads,
+        **options,
     )
-    return (
-        config,
-        f"Gu et al. 2024: PEFT in both encoder and decoder is the best strategy; {method} (rank {rank}, as SAMed) in {where} and the decoder",
+    what = (
+        f"LoRA (rank {config.lora_rank}, as SAMed; on {', '.join(config.lora_targets)})"
+        if method == "lora"
+        else f"adapters ({config.adapter_placement}, bottleneck "
+        f"{config.adapter_ratio:g} of the block width)"
     )
+    if where is None:
+        return config, f"{what} in the decoder; the encoder is frozen and cached"
+    return config, (
+        f"Gu et al. 2024: PEFT in both encoder and decoder is the best strategy; {what} in {where} and the decoder"
+    )
+
+
+def _encoder_blocks(
+    mode: str, spec: BackboneSpec, text: str | None
+) -> tuple[tuple[int, ...] | None, str]:
+    """The encoder blocks that get LoRA or adapters (``--encoder-blocks`` ``text`` or
+    the mode's), and where that is, in words."""
+    last_stage = tuple(range(-spec.last_stage_blocks, 0))
+    if text is None:
+        if mode == "prefix_cached":
+            return last_stage, "the last encoder stage"
+        return None, "every encoder block"
+    blocks = _parsed(parse_encoder_blocks, text, "encoder_blocks")
+    # The backbone's blocks, counted on a weightless copy: a block that does not exist
+    # is reported now, with the error training would give, not when training starts.
+    with torch.device("meta"):
+        encoder = spec.build().image_encoder
+    count = len(selected_encoder_blocks(encoder, None))
+    selected_encoder_blocks(encoder, blocks)
+    first = 0 if blocks is None else min(index % count for index in blocks)
+    if mode == "prefix_cached" and first < count - len(last_stage):
+        raise SamnetError(
+            None,
+            f"--encoder-blocks {text} reaches before the last {len(last_stage)} of "
+            f"{spec.name}'s {count} encoder blocks, which encoder mode prefix_cached "
+            "adapts (its cache holds the output of the blocks before them)",
+            f"add --encoder-mode trained, or use --encoder-blocks last{len(last_stage)} "
+            "or fewer",
+        )
+    return blocks, f"encoder blocks {text}"
+
+
+def _lora_targets(parts: tuple[str, ...], overrides: dict[str, Any]) -> tuple[str, ...]:
+    """The user's ``--lora-targets``, which must lie in ``parts``, or the default ones
+    that do (a target's part is its first word)."""
+    text = overrides.get("lora_targets")
+    if text is None:
+        return tuple(t for t in PeftConfig().lora_targets if t.split("_")[0] in parts)
+    targets = _parsed(parse_lora_targets, text, "lora_targets")
+    outside = [t for t in targets if t.split("_")[0] not in parts]
+    if outside:
+        raise SamnetError(
+            None,
+            f"--lora-targets {','.join(outside)} lie outside the parts that train "
+            f"({'+'.join(parts)}): that part is frozen",
+            "use --peft-parts encoder+decoder, or drop those targets",
+        )
+    return targets
+
+
+def _parsed(parse: Callable[[str], Any], text: str, option: str) -> Any:
+    """``parse(text)``, a ``SamnetError`` naming ``--option`` when it fails."""
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise SamnetError(None, f"--{_dashed(option)} {error}", "see --help") from None
+
+
+def _given(overrides: dict[str, Any], names: tuple[str, ...] | list[str]) -> str:
+    """The options among ``names`` the user gave, as typed, e.g. ``--peft lora``."""
+    return " ".join(
+        f"--{_dashed(name)} {overrides[name]}"
+        for name in names
+        if overrides.get(name) is not None
+    )
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def learning_rate_rule(peft: PeftConfig) -> tuple[float, str]:

@@ -2,8 +2,8 @@
 
 ``Planner.plan`` applies the rules in order, each recorded as a ``Decision`` that says
 why: the weights (``weights``), what SAM sees of an image (``geometry``), the training
-budget and its cost (``training``), and what trains (``modes``); ``evidence`` holds the
-numbers and texts they quote.
+budget and its cost (``training``), the batch and gradient checkpointing (``batch``), and
+what trains (``modes``); ``evidence`` holds the numbers and texts they quote.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from samnet.core.sam_plan import Decision, OptimizerPlan, SamPlan, TrainingBudget
 from samnet.models.backbones import get_backbone
+from samnet.planners.batch import BatchLimits, dataset_batch_cap, require_fitting
 from samnet.planners.evidence import user_reason
 from samnet.planners.fingerprint import SamFingerprint
 from samnet.planners.geometry import (
@@ -33,7 +34,6 @@ from samnet.planners.modes import (
     prompts_rule,
 )
 from samnet.planners.training import (
-    batch_reason,
     budget_rule,
     cached_views_rule,
     max_hours_rule,
@@ -99,21 +99,36 @@ class Planner:
         self.record("prompts", shown, because)
         max_hours = self.decide("max_hours", *max_hours_rule(hw))
         steps = epochs * iterations
-        estimates = mode_estimates(
-            spec, input_size, steps, fp.labelled_slices, hw, overrides.get("batch_size")
+        limits = BatchLimits(
+            hw,
+            dataset_batch_cap(fp, factor, patch),
+            steps,
+            fp.labelled_slices,
+            max_hours,
         )
+        estimates = mode_estimates(spec, input_size, limits, overrides)
         mode = self.decide(
             "encoder_mode",
             *encoder_mode_rule(
                 fp, estimates, max_hours, steps, overrides, few_shot, prompts
             ),
         )
+        estimate = estimates[mode]
+        require_fitting(
+            estimate.batch_size,
+            estimate.cost,
+            estimate.gradient_checkpointing,
+            f"{spec.name} at {input_size} px in encoder mode {mode}",
+            hw,
+        )
         peft, because = peft_rule(mode, spec, overrides)
         self.record("peft", peft.to_dict(), because)
-        estimate = estimates[mode]
-        batch = self.decide(
-            "batch_size", estimate.batch_size, batch_reason(estimate.cost, hw)
+        checkpointing = self.decide(
+            "gradient_checkpointing",
+            estimate.gradient_checkpointing,
+            estimate.checkpointing_reason,
         )
+        batch = self.decide("batch_size", estimate.batch_size, estimate.batch_reason)
         optimizer = OptimizerPlan(
             learning_rate=self.decide("learning_rate", *learning_rate_rule(peft))
         )
@@ -129,6 +144,7 @@ class Planner:
             intensity_mapping=spec.normalization,
             peft=peft.to_dict(),
             encoder_mode=mode,
+            gradient_checkpointing=checkpointing,
             optimizer=optimizer,
             budget=TrainingBudget(epochs, iterations, batch),
             test_time_mirroring=mirroring,

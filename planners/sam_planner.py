@@ -52,9 +52,10 @@ class SAMPlanner(AtomicPlansMixin, ExperimentPlanner):
 
     Arguments beyond nnU-Net's:
       hardware: the machine to plan for (default: this one, measured).
-      overrides: decisions the user fixed, by rule name (``backbone``, ``input_size``,
-        ``peft``, ``encoder_mode``, ``lora_rank``, ``batch_size``, ``epochs``,
-        ``iterations_per_epoch``, ``learning_rate``, ``max_hours``, ``checkpoint``).
+      overrides: decisions the user fixed, by rule name: the command line's options
+        (``samnet.cli.options.OVERRIDE_OPTIONS``: ``backbone``, ``peft``,
+        ``peft_parts``, ``encoder_mode``, ``gradient_checkpointing``, ...) and budget
+        (``batch_size``, ``epochs``, ``iterations_per_epoch``).
     """
 
     planned_configurations = (

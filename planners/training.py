@@ -1,30 +1,30 @@
-"""The rules for what training a fold costs: budget, time allowance, batch size from
-memory, the cost of each encoder mode, and test-time mirroring.
+"""The rules for what training a fold costs: budget, time allowance, the cost of each
+encoder mode at the batch it would train with (``batch``), and test-time mirroring.
 
 Reasons are returned beside values (``Planner.decide`` records both).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from samnet.core.methods import (
     CPU_EPOCHS,
     CPU_ITERATIONS,
-    CPU_MAX_BATCH,
     GPU_EPOCHS,
     GPU_ITERATIONS,
 )
 from samnet.core.sam_plan import ENCODER_MODES
 from samnet.models.backbone_spec import BackboneSpec
+from samnet.planners.batch import BatchLimits, checkpointing_rule
 from samnet.planners.cost_model import StepCost, step_cost, training_hours
 from samnet.planners.hardware import Hardware
 
 # Wall-clock a fold may take before the planner falls back to a cheaper encoder mode.
 DEFAULT_MAX_HOURS = {"cpu": 1.0, "cuda": 24.0}
-# Share of a GPU's (or of RAM's) memory the batch may take; the rest is weights,
-# optimizer state and the data loader.
-MEMORY_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,20 @@ class ModeEstimate:
     """What training a fold in one encoder mode would cost.
 
     Attributes:
-      cost: per training slice, from the cost model.
-      batch_size: the user's, else what fits in memory.
-      hours: the whole budget of steps plus filling the embedding cache.
+      cost: per training slice, from the cost model, with ``gradient_checkpointing``.
+      batch_size: the user's, else ``BatchLimits.batch``; 0 when not one slice fits.
+      hours: the whole budget of steps at ``batch_size`` plus filling the embedding
+        cache; infinite when not one slice fits.
+      gradient_checkpointing: the encoder's blocks recompute their activations.
+      batch_reason, checkpointing_reason: why, as the plan records them.
     """
 
     cost: StepCost
     batch_size: int
     hours: float
+    gradient_checkpointing: bool
+    batch_reason: str
+    checkpointing_reason: str
 
 
 def budget_rule(hw: Hardware) -> tuple[int, int, str]:
@@ -61,37 +67,51 @@ def max_hours_rule(hw: Hardware) -> tuple[float, str]:
 def mode_estimates(
     spec: BackboneSpec,
     input_size: int,
-    steps: int,
-    cached_slices: int,
-    hw: Hardware,
-    batch_size: int | None,
+    limits: BatchLimits,
+    overrides: Mapping[str, Any],
 ) -> dict[str, ModeEstimate]:
-    """The cost of ``steps`` optimizer steps in every encoder mode, by mode.
+    """The cost of ``limits.steps`` optimizer steps in every encoder mode, by mode, each
+    at the batch it would train with.
 
-    Arguments:
-      cached_slices: slices whose embeddings a cached mode computes once.
-      batch_size: the user's, or None to fit the batch to memory.
+    ``overrides``: the user's (``Planner.overrides``): ``batch_size`` replaces the batch
+    ``limits`` give, ``gradient_checkpointing`` the rule's, ``peft`` "full" trains every
+    encoder weight.
     """
+    batch_size = overrides.get("batch_size")
     estimates = {}
     for mode in ENCODER_MODES:
-        cost = step_cost(spec, input_size, mode, hw)
-        batch = batch_size or memory_batch(cost, hw)
-        hours = training_hours(cost, steps * batch, cached_slices)
-        estimates[mode] = ModeEstimate(cost, batch, hours)
+        plain, checkpointed = (
+            step_cost(
+                spec,
+                input_size,
+                mode,
+                limits.hardware,
+                gradient_checkpointing=checkpointing,
+                fully_trained_encoder=overrides.get("peft") == "full",
+            )
+            for checkpointing in (False, True)
+        )
+        checkpointing, checkpointing_reason = checkpointing_rule(
+            mode, plain, checkpointed, limits, batch_size
+        )
+        if overrides.get("gradient_checkpointing") is not None:
+            checkpointing = overrides["gradient_checkpointing"]
+        cost = checkpointed if checkpointing else plain
+        batch = batch_size or limits.batch(cost)
+        hours = (
+            training_hours(cost, limits.steps * batch, limits.cached_slices)
+            if batch
+            else math.inf
+        )
+        estimates[mode] = ModeEstimate(
+            cost,
+            batch,
+            hours,
+            checkpointing,
+            limits.reason(cost, checkpointing),
+            checkpointing_reason,
+        )
     return estimates
-
-
-def memory_batch(cost: StepCost, hw: Hardware) -> int:
-    """The largest batch whose training fits ``MEMORY_SHARE`` of memory, at most the CPU
-    baselines' cap."""
-    memory_mb = (hw.gpu_memory_gb if hw.on_gpu else hw.ram_gb) * 1024 * MEMORY_SHARE
-    return max(1, min(CPU_MAX_BATCH[2], int(memory_mb // cost.memory_mb_per_slice)))
-
-
-def batch_reason(cost: StepCost, hw: Hardware) -> str:
-    """Why ``memory_batch`` chose its batch size."""
-    where = f"{hw.gpu_memory_gb:.0f} GB GPU" if hw.on_gpu else f"{hw.ram_gb:.0f} GB RAM"
-    return f"{cost.memory_mb_per_slice:.0f} MB per slice in training, {MEMORY_SHARE:.0%} of {where}; at most {CPU_MAX_BATCH[2]}, the CPU baselines' cap, so steps x batch compare"
 
 
 def mirroring_rule(hw: Hardware) -> tuple[bool, str]:

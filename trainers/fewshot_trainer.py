@@ -97,11 +97,6 @@ class nnUNetTrainerSAMFewShot(nnUNetTrainerSAM):
             head=PrototypeHead,
         )
 
-    def _do_i_compile(self) -> bool:
-        """Never: the decoder on in-memory embeddings is cheap, and each batch's own
-        prototypes would make torch.compile retrace."""
-        return False
-
     def get_dataloaders(self) -> tuple[Iterator[dict], Iterator[dict]]:
         # Sets the predictor's mirroring axes, as nnU-Net's own get_dataloaders does.
         self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()

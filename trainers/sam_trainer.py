@@ -8,7 +8,8 @@ overrides:
   nnU-Net's predictor calls, so prediction rebuilds the same network);
 - ``set_deep_supervision_enabled``: SAM has one output, so nothing to switch;
 - ``configure_optimizers``: AdamW over the trained parameters, warm-up then decay;
-- ``save_checkpoint``: only what trains plus the base weights' sha256, written atomically.
+- ``save_checkpoint``: only what trains plus the base weights' sha256, written atomically;
+- ``_do_i_compile``: never ``torch.compile`` (why: the method), for every SAM trainer.
 
 samnet's commands find it through ``samnet.core.paths.register_trainers`` (which adds
 ``trainers/nnunet_lookup`` to ``nnUNet_extTrainer``); nnU-Net's own CLI finds it with
@@ -19,6 +20,7 @@ samnet's commands find it through ``samnet.core.paths.register_trainers`` (which
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +32,6 @@ from nnunetv2.utilities.plans_handling.plans_handler import (
 )
 from segment_anything.modeling import MaskDecoder
 from torch import nn
-from torch._dynamo import OptimizedModule
 
 from samnet.core.atomic import atomic_file
 from samnet.core.cpu_numerics import flush_denormals
@@ -63,7 +64,8 @@ def network_from_plan(
     num_output_channels: int,
     head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
 ) -> SamSegmentationNetwork:
-    """The network a ``sam`` block describes: backbone, input size, head, then PEFT."""
+    """The network a ``sam`` block describes: backbone, input size, head, gradient
+    checkpointing of the encoder's blocks, then PEFT."""
     network, _ = build_network(
         plan.backbone,
         num_input_channels,
@@ -71,6 +73,7 @@ def network_from_plan(
         image_size=plan.input_size,
         checkpoint=plan.checkpoint,
         head=head,
+        gradient_checkpointing=plan.gradient_checkpointing,
     )
     return apply_peft(network, PeftConfig.from_dict(plan.peft))
 
@@ -116,6 +119,27 @@ class nnUNetTrainerSAM(nnUNetTrainer):
             self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, mirror_axes
 
+    def _do_i_compile(self) -> bool:
+        """Never, for this trainer and every SAM trainer derived from it.
+
+        nnU-Net compiles the network (and its Dice loss) on CUDA unless ``nnUNet_compile``
+        says otherwise. No SAM trainer has been run compiled on a GPU, and the paths
+        most likely to break or retrace are SAM's own: LoRA layers and adapter hooks in
+        the encoder, its blocks' checkpointed forward passes, the cached trainers'
+        ``EncodedImages`` inputs (a dataclass with or without a prefix, where the other
+        trainers pass a tensor), the few-shot head's prototypes that change with every
+        batch, the prompted trainer's prompts. Compiling also delays the first step (one
+        to two minutes for LiteMedSAM's encoder on 2 CPU cores; on a GPU not measured).
+        Eager is the path the tests cover; lift this once ``benchmarks/gpu_smoke.py``
+        measures each SAM trainer compiled.
+        """
+        if os.environ.get("nnUNet_compile", "").lower() in ("true", "1", "t"):
+            self.print_to_log_file(
+                "INFO: torch.compile stays off for SAM trainers (nnUNetTrainerSAM."
+                "_do_i_compile), whatever nnUNet_compile says"
+            )
+        return False
+
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """SAM has a single output: nothing to switch."""
 
@@ -137,9 +161,8 @@ class nnUNetTrainerSAM(nnUNetTrainer):
 
     @property
     def sam_network(self) -> SamSegmentationNetwork:
-        """``self.network`` without DDP or torch.compile wrappers."""
-        network = self.network.module if self.is_ddp else self.network
-        return network._orig_mod if isinstance(network, OptimizedModule) else network
+        """``self.network`` without its DDP wrapper (it is never compiled)."""
+        return self.network.module if self.is_ddp else self.network
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint with a trained-only state, renamed into place when complete."""

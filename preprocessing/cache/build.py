@@ -2,8 +2,9 @@
 
 A build reads nnU-Net's preprocessed cases with nnU-Net's own dataset class, cuts every
 slice into the predictor's sliding windows, encodes them in batches under
-``torch.inference_mode`` and writes into a temporary sibling folder that is renamed into
-place only when complete. An existing complete cache with the same key is reused while
+``torch.inference_mode`` (and float16 autocast on CUDA, ``samnet.core.precision``; the
+features are stored as float16 either way) and writes into a temporary sibling folder
+that is renamed into place only when complete. An existing complete cache with the same key is reused while
 the preprocessed data it was built from is unchanged (``data_sha256``: fixed labels
 re-preprocessed, cases added or removed make it rebuilt in place); what killed builds
 left behind is removed first.
@@ -36,6 +37,7 @@ from samnet.core.atomic import atomic_folder
 from samnet.core.errors import SamnetError
 from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE
 from samnet.core.locks import hold
+from samnet.core.precision import precision_for
 from samnet.models.checkpoint_files import BaseWeights
 from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
@@ -153,7 +155,17 @@ def build_embedding_cache(
     encoder = network.sam.image_encoder
     if prefix_stages is not None:
         encoder, _ = split_image_encoder(encoder, prefix_stages)
-    key = cache_key(network, encoder, base_weights, configuration, prefix_stages, view)
+    device = next(network.parameters()).device
+    precision = precision_for(device)
+    key = cache_key(
+        network,
+        encoder,
+        base_weights,
+        configuration,
+        prefix_stages,
+        precision.compute_dtype,
+        view,
+    )
     dataset_folder = Path(preprocessed_dataset_folder)
     data_folder = dataset_folder / configuration.data_identifier
     target = dataset_folder / CACHE_FOLDER / key.digest()
@@ -168,12 +180,11 @@ def build_embedding_cache(
     ):
         if not _is_current(target, data_hash):
             _remove_leftovers(target)
-            device = next(network.parameters()).device
-
             frozen = FastEncoder(encoder, compile=False) if fast else encoder
 
             def encode(batch: torch.Tensor) -> torch.Tensor:
-                return frozen(network.input_adapter(batch.to(device)))
+                with precision.autocast():
+                    return frozen(network.input_adapter(batch.to(device)))
 
             with atomic_folder(target) as temporary, _eval_mode(network):
                 _write_cache(
@@ -202,10 +213,11 @@ def cache_key(
     base_weights: BaseWeights,
     configuration: ConfigurationManager,
     prefix_stages: int | None,
+    compute_dtype: str,
     view: CacheView | None = None,
 ) -> CacheKey:
-    """The key of the cache that ``network``'s adapter and ``frozen_encoder`` compute
-    (of ``view``'s augmented windows, when given)."""
+    """The key of the cache that ``network``'s adapter and ``frozen_encoder`` compute in
+    ``compute_dtype`` (of ``view``'s augmented windows, when given)."""
     adapter = network.input_adapter
     return CacheKey(
         backbone=base_weights.backbone,
@@ -222,6 +234,7 @@ def cache_key(
         prefix_stages=prefix_stages,
         view=0 if view is None else view.number,
         augmentation=None if view is None else view.augmentation,
+        compute_dtype=compute_dtype,
     )
 
 
@@ -316,13 +329,20 @@ class _FeatureWriter:
         batch[:count] = self.pending
         with torch.inference_mode():
             features = self.encode(torch.from_numpy(batch))[:count]
+        stored = features.to("cpu", torch.float16)
+        if not torch.isfinite(stored).all():
+            raise SamnetError(
+                None,
+                f"the frozen encoder's output for windows {self.row} to "
+                f"{self.row + count - 1} is not finite in float16 (NaN, or beyond "
+                "float16's range of 65504), so it cannot be cached",
+                "plan without the embedding cache: samnet_plan --encoder-mode trained",
+            )
         if self.features is None:
             self.features = np.lib.format.open_memmap(
-                self.path, "w+", np.float16, (self.windows, *features.shape[1:])
+                self.path, "w+", np.float16, (self.windows, *stored.shape[1:])
             )
-        self.features[self.row : self.row + count] = features.to(
-            "cpu", torch.float16
-        ).numpy()
+        self.features[self.row : self.row + count] = stored.numpy()
         self.row += count
         self.pending = []
 

@@ -13,7 +13,8 @@ Layout of ``nnUNet_preprocessed/<Dataset>/samnet_cache/<key>/`` (``<key>``: a ha
 ``CacheKey``, everything that changes a cached value):
 
 - ``features.npy``: float16, ``N x D x h x w`` image embeddings (a prefix cache: the
-  prefix output, in the layout the rest of the encoder takes);
+  prefix output, in the layout the rest of the encoder takes), whatever precision
+  computed them (``CacheKey.compute_dtype``);
 - ``labels.npy``: int16, ``N x H x W`` (H x W the patch size), nnU-Net's preprocessed
   segmentation; -1 marks outside the image (nnU-Net's mark, also used for the padding);
 - ``index.npy``: int32, ``N x 5``: case number (into ``cases``), slice, window y0, x0,
@@ -50,6 +51,7 @@ TILE_STEP_SIZE = 0.5
 OUTSIDE_LABEL = -1
 INDEX_COLUMNS = ("case", "slice", "y0", "x0", "foreground_pixels")
 DELETE_FIX = "delete the folder {folder}; the next build recreates it"
+FLOAT32 = "float32"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class CacheKey:
     channel mix, which ``weights_sha256`` (the base weight file) alone would not.
     ``view`` k > 0 caches the windows augmented by ``augmentation`` with the k-th draw
     (``samnet.preprocessing.cache.views``); 0 caches them as they are.
+    ``compute_dtype`` is the precision the encoder ran in (``samnet.core.precision``):
+    "float16" under CUDA's autocast, "float32" on CPU. Autocast rounds every layer's
+    products to float16, not only the stored output, so the two hold different values and
+    neither reads the other's: a fold's inputs then follow from its plan and device, not
+    from which machine happened to build the cache first.
     """
 
     backbone: str
@@ -78,6 +85,7 @@ class CacheKey:
     format_version: int = CACHE_FORMAT_VERSION
     view: int = 0
     augmentation: str | None = None
+    compute_dtype: str = FLOAT32
 
     def digest(self) -> str:
         return key_digest(dataclasses.asdict(self))
@@ -85,9 +93,14 @@ class CacheKey:
 
 def key_digest(inputs: dict[str, Any]) -> str:
     """Short hash of key inputs; equal for a ``CacheKey`` and its JSON round trip."""
+    left_out = []
     if inputs.get("view", 0) == 0:
         # The unaugmented cache is named by what computes it alone.
-        inputs = {k: v for k, v in inputs.items() if k not in ("view", "augmentation")}
+        left_out += ["view", "augmentation"]
+    if inputs.get("compute_dtype", FLOAT32) == FLOAT32:
+        # float32 caches keep the names they had before the key recorded the precision.
+        left_out.append("compute_dtype")
+    inputs = {k: v for k, v in inputs.items() if k not in left_out}
     text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

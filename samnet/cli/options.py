@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
-from samnet.core.sam_plan import ENCODER_MODES, PEFT_CHOICES
+from samnet.core.peft_choices import (
+    ADAPTER_PLACEMENTS,
+    LORA_TARGETS,
+    PEFT_CHOICES,
+    PEFT_PARTS,
+    parse_encoder_blocks,
+    parse_lora_targets,
+)
+from samnet.core.sam_plan import ENCODER_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -15,6 +24,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
+def checked_text(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type that checks its text with ``parse`` and keeps the text, without
+    spaces: overrides are recorded in the plan as JSON and compared with the next
+    run's, so they stay strings; the planner parses them again."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text.replace(" ", "")
+
+    return check
 
 
 def yes_or_no(text: str) -> bool:
@@ -36,9 +67,32 @@ OVERRIDE_OPTIONS = {
     ),
     "checkpoint": (str, "the backbone's weight file"),
     "input_size": (int, "square side (px) the encoder sees"),
-    "peft": (str, "lora, adapter, full (encoder + decoder) or decoder (decoder only)"),
+    "peft": (
+        str,
+        "lora, adapter or full: how the --peft-parts train; decoder is --peft full --peft-parts decoder",
+    ),
+    "peft_parts": (
+        str,
+        "encoder+decoder (the default with --peft) or decoder (the encoder frozen and cached): what --peft trains, Gu et al. 2024's two settings",
+    ),
     "encoder_mode": (str, "trained, prefix_cached or cached"),
     "lora_rank": (int, "LoRA rank"),
+    "lora_targets": (
+        checked_text(parse_lora_targets),
+        f"where LoRA goes, comma-separated among {', '.join(LORA_TARGETS)} (default encoder_attention,decoder_attention)",
+    ),
+    "adapter_placement": (
+        str,
+        "attention_and_parallel_mlp (default: one adapter after attention, one beside the MLP, as Medical SAM Adapter and Gu et al. 2024) or sequential_mlp (one after the MLP)",
+    ),
+    "adapter_ratio": (
+        positive_float,
+        "adapter bottleneck width over the block's width (default 0.25)",
+    ),
+    "encoder_blocks": (
+        checked_text(parse_encoder_blocks),
+        "encoder blocks that get LoRA or adapters: all, lastN (the last N) or indices such as 0,1,10,11 (negative ones count from the end: --encoder-blocks=-2,-1) (default: all; the last stage with --encoder-mode prefix_cached)",
+    ),
     "learning_rate": (float, "AdamW learning rate"),
     "max_hours": (float, "wall-clock a fold may take; decides the encoder mode"),
     "few_shot": (
@@ -62,6 +116,10 @@ OVERRIDE_OPTIONS = {
         yes_or_no,
         "yes or no: continue pre-training the encoder on the dataset's own images (samnet_pretrain, its default budget) before fine-tuning",
     ),
+    "gradient_checkpointing": (
+        yes_or_no,
+        "yes or no: the trained encoder's blocks recompute their activations in the backward pass, less memory for about 1.5x its compute (default: on a GPU where fewer than 8 slices fit without it)",
+    ),
 }
 METAVARS = {
     "few_shot": "K",
@@ -69,9 +127,18 @@ METAVARS = {
     "few_shot_seed": "SEED",
     "prompts": "KINDS",
     "pretrain": "{yes,no}",
+    "gradient_checkpointing": "{yes,no}",
     "cached_views": "N",
+    "lora_targets": "TARGETS",
+    "adapter_ratio": "RATIO",
+    "encoder_blocks": "BLOCKS",
 }
-CHOICES = {"peft": PEFT_CHOICES, "encoder_mode": ENCODER_MODES}
+CHOICES = {
+    "peft": PEFT_CHOICES,
+    "peft_parts": tuple(PEFT_PARTS),
+    "encoder_mode": ENCODER_MODES,
+    "adapter_placement": ADAPTER_PLACEMENTS,
+}
 
 
 def add_override_arguments(parser: argparse.ArgumentParser) -> None:

@@ -64,7 +64,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="the nnU-Net plans the baselines train on: default (nnU-Net's default planner, "
         "nnUNetPlans) and/or resenc_m (its residual-encoder preset nnUNetPlannerResEncM, "
         "nnUNetResEncUNetMPlans: on CPU about 2.2x default's seconds per 2d step, "
-        "Hippocampus at batch 32; it reuses default's 2d and 3d_fullres data). SAM's budget "
+        "Hippocampus at batch 32; it reuses default's 2d and 3d_fullres data). On CPU SAM's budget "
         "follows default's 2d U-Net either way (default: default)",
     )
     parser.add_argument(
@@ -89,8 +89,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--batch-size",
         type=positive_int,
         default=None,
-        help="one batch size for SAM and every 2d baseline (default: the 2d plan's on GPU, "
-        "at most 32 on CPU)",
+        help="one batch size for SAM and every 2d baseline (default: on GPU each method "
+        "its own plan's, SAM's fitted to the card by the SAM planner; on CPU nnU-Net's "
+        "2d plan's for all, at most 32)",
     )
     parser.add_argument(
         "--batch-size-3d",

@@ -16,6 +16,8 @@ from samnet.core.errors import cli_entry
 from samnet.core.paths import configure_environment
 from samnet.pipeline.options import PretrainOptions
 
+DEVICE_DEFAULT = "default: sized for the device, see samnet.pipeline.pretrain_budget"
+
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -24,9 +26,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "slices (masked image modelling, labels unused); writes new base weights.",
     )
     parser.add_argument("dataset", help="DatasetNNN, its full name or its id")
-    parser.add_argument("--steps", type=positive_int, default=PretrainOptions.steps)
     parser.add_argument(
-        "--batch-size", type=positive_int, default=PretrainOptions.batch_size
+        "--steps", type=positive_int, help=f"optimizer steps ({DEVICE_DEFAULT})"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, help=f"slices a step ({DEVICE_DEFAULT})"
     )
     parser.add_argument(
         "--learning-rate", type=float, default=PretrainOptions.learning_rate

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 BASELINE_TRAINER = "nnUNetTrainer"
 # Larger batches than this make an optimizer step take many seconds on a few CPU cores, so a
@@ -76,7 +78,24 @@ def baseline_methods(plans_identifier: str, configurations: list[str]) -> list[M
 
 @dataclass(frozen=True)
 class Budget:
-    """What every method in a comparison gets: the same optimizer steps of the same batch size."""
+    """What one method trains with in a comparison, by samnet's fairness rule.
+
+    Every method trains the same optimizer steps (``epochs`` x ``iterations_per_epoch``,
+    nnU-Net's 1000 x 250 on a GPU, ``CPU_EPOCHS`` x ``CPU_ITERATIONS`` on CPU). The batch:
+
+    - on a GPU each method its own plan's (``default_batch_size``): SAM the SAM planner's
+      (``sam.budget.batch_size``: by its cost model the largest that fits the card under
+      mixed precision and the fold's time allowance, ``samnet.planners.batch``), each
+      nnU-Net baseline nnU-Net's plan's, as nnU-Net's authors run it. Samples seen
+      (steps x batch) then differ between methods; the report shows each method's
+      samples seen, GPU-hours and peak memory beside its scores.
+    - on CPU one batch for every 2d method (SAM, the 2d baselines, the support-slice
+      baselines): nnU-Net's 2d plan's capped at ``CPU_MAX_BATCH``, so steps x batch are
+      the same; the 3d baselines their plan's, capped likewise.
+
+    The user's ``--batch-size`` (``--batch-size-3d``) replaces the batch of every 2d (3d)
+    method on either device. ``samnet_train_fold`` records each fold's budget.
+    """
 
     epochs: int
     iterations_per_epoch: int
@@ -88,6 +107,16 @@ class Budget:
         return self.epochs * self.iterations_per_epoch
 
 
-def default_batch_size(planned: int, dimensions: int, on_cpu: bool) -> int:
-    """The plan's batch size on a GPU; capped on CPU so a budget buys enough optimizer steps."""
+def planned_batch_size(configuration: Mapping[str, Any]) -> int:
+    """The batch a plans configuration was planned with: a SAM configuration's from its
+    ``sam`` block's budget, any other nnU-Net's ``batch_size``."""
+    sam = configuration.get("sam")
+    return configuration["batch_size"] if sam is None else sam["budget"]["batch_size"]
+
+
+def default_batch_size(configuration: Mapping[str, Any], on_cpu: bool) -> int:
+    """The batch of a method on ``configuration`` when the user gives none: its plan's
+    on a GPU; capped on CPU so a budget buys enough optimizer steps (``Budget``)."""
+    planned = planned_batch_size(configuration)
+    dimensions = len(configuration["patch_size"])
     return min(planned, CPU_MAX_BATCH[dimensions]) if on_cpu else planned

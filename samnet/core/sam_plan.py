@@ -26,9 +26,6 @@ from samnet.core.errors import SamnetError
 # cached: the encoder is frozen, its image embeddings are computed once per slice and read
 #   from an on-disk cache, only the decoder side trains (Xie et al. 2024).
 ENCODER_MODES = ("trained", "prefix_cached", "cached")
-# What a user may ask the planner to fine-tune (--peft): LoRA or adapters in encoder and
-# decoder, every weight of both, or the decoder alone (samnet.planners.modes).
-PEFT_CHOICES = ("lora", "adapter", "full", "decoder")
 SCHEDULES = ("cosine", "poly")
 # What a prompted model can be trained to follow (samnet.prompting.simulated.simulate_prompts).
 PROMPT_KINDS = ("box", "point")
@@ -115,6 +112,9 @@ class SamPlan:
       optimizer: see ``OptimizerPlan``.
       budget: see ``TrainingBudget``.
       test_time_mirroring: predict with nnU-Net's mirroring augmentation.
+      gradient_checkpointing: the image encoder's blocks recompute their activations in
+        the backward pass (``samnet.models.gradient_checkpointing``), so that a batch
+        fits the GPU; False in plans made before this field.
       pretrain: continue pre-training the encoder on the dataset's own images
         (``samnet_pretrain``) before fine-tuning; False in plans made before this field.
       cached_views: augmented views of every window in the embedding cache, besides the
@@ -139,6 +139,7 @@ class SamPlan:
     optimizer: OptimizerPlan
     budget: TrainingBudget
     test_time_mirroring: bool = True
+    gradient_checkpointing: bool = False
     pretrain: bool = False
     cached_views: int = 0
     few_shot: FewShotPlan | None = None

@@ -7,16 +7,15 @@ formats always hold the same content.
 from __future__ import annotations
 
 from samnet.core.layout import BOXPLOT_FILE, CURVES_FILE
+from samnet.evaluation.costs import budget_rule, cost_table
 from samnet.evaluation.names import result_titles
 from samnet.evaluation.postprocessing import postprocessing_sentence
 from samnet.evaluation.sections import (
-    MISSING,
     Figure,
     Named,
     Paragraph,
     Section,
     Table,
-    named_once,
     number,
 )
 from samnet.evaluation.stats import STATISTICS_NOTE
@@ -47,43 +46,6 @@ def metrics_paragraph(report: dict) -> Paragraph:
             f"for every class ({surface['nsd_tolerance_rule']})."
         )
     return Paragraph("How the metrics are computed", f"{report['metric']} {text}")
-
-
-def cost_table(report: dict, titles: dict[str, str]) -> Table:
-    rows = []
-    for name, method in report["methods"].items():
-        for fold, result in method["folds"].items():
-            training = result["training"]
-            cells = (
-                [
-                    training["device"],
-                    str(training["optimizer_steps"]),
-                    str(training["budget"]["batch_size"]),
-                    number(training["train_seconds"], 0),
-                    number(training.get("embedding_cache_seconds"), 0),
-                    number(training["peak_memory_mb"], 0),
-                    f"{training['trainable_parameters']:,}",
-                ]
-                if training
-                else [MISSING] * 7
-            )
-            rows.append([Named(titles[name], name), fold, *cells])
-    return Table(
-        "Training cost",
-        [
-            "method",
-            "fold",
-            "device",
-            "optimizer steps",
-            "batch",
-            "train s",
-            "embedding cache s",
-            "peak MB",
-            "trainable parameters",
-        ],
-        named_once(rows),
-        "The embedding cache of a frozen encoder is built once per dataset and shared by the folds.",
-    )
 
 
 def candidates_table(report: dict, titles: dict[str, str]) -> Table:
@@ -172,6 +134,7 @@ def report_sections(report: dict) -> list[Section]:
         mean_sd_table(report, "iou", titles),
         per_fold_table(report, "dice", titles),
         per_fold_table(report, "iou", titles),
+        *budget_rule(report),
         cost_table(report, titles),
         Figure("Training curves", CURVES_FILE, missing_curves(report, titles)),
         per_case_table(report, titles),

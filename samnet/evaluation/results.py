@@ -6,8 +6,9 @@ Per method folder ``TRAINER__PLANS__CONFIGURATION``:
   per case and class; NaN where a class is absent from both reference and prediction;
 - ``fold_k/validation/*`` segmentations: NSD and HD95 (``samnet.evaluation.surface``),
   cached in ``fold_k/samnet_surface_metrics.json``;
-- ``fold_k/samnet_fold_stats.json`` (``samnet.pipeline.train_fold``): budget and training cost,
-  written once validation completed: only folds that have it are reported;
+- ``fold_k/samnet_fold_stats.json`` (``samnet.pipeline.fold_stats``): budget, samples seen
+  and training cost, written once validation completed: only folds that have it are
+  reported (``samnet.evaluation.costs`` shows the cost);
 - ``fold_k/checkpoint_final.pth`` or ``checkpoint_latest.pth``: nnU-Net's training log, read
   without unpickling code (``samnet.trainers.checkpoints.read_checkpoint``);
 - ``plans.json``: the plan's ``sam`` block, which names the method (``samnet.evaluation.names``).

@@ -17,6 +17,7 @@ from samnet.models.backbones import BaseWeights, build_sam, get_backbone
 from samnet.models.class_head import ClassHead
 from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
+from samnet.models.gradient_checkpointing import checkpoint_encoder_blocks
 from samnet.models.input_adapter import InputAdapter
 from samnet.models.object_prompt import ObjectPrompt, prompt_groups
 from samnet.models.trained_checkpoint import trained_state
@@ -355,17 +356,22 @@ def build_network(
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
     head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
+    gradient_checkpointing: bool = False,
 ) -> tuple[SamSegmentationNetwork, BaseWeights]:
     """A registered backbone as a prompt-free network, and the identity of its base weights.
 
     ``image_size`` defaults to the backbone's native input size; ``head`` is
-    ``SamSegmentationNetwork``'s.
+    ``SamSegmentationNetwork``'s. ``gradient_checkpointing`` (the plan's): the image
+    encoder's blocks recompute their activations in the backward pass of training
+    (``samnet.models.gradient_checkpointing``); evaluation and prediction are unchanged.
     """
     spec = get_backbone(backbone)
     size = image_size or spec.native_size
     sam, base = build_sam(
         backbone, checkpoint=checkpoint, image_size=size, pretrained=pretrained
     )
+    if gradient_checkpointing:
+        checkpoint_encoder_blocks(sam.image_encoder)
     return SamSegmentationNetwork(
         sam, in_channels, num_classes, size, spec.normalization, base, head
     ), base

@@ -35,7 +35,13 @@ from typing import Any
 from torch import nn
 
 from samnet.core.errors import SamnetError
-from samnet.models.adapter import Adapter, attach_adapter
+from samnet.core.peft_choices import (
+    ADAPTER_PLACEMENTS,
+    DEFAULT_ADAPTER_PLACEMENT,
+    LEGACY_ADAPTER_PLACEMENT,
+    LORA_TARGETS,
+)
+from samnet.models.adapter import Adapter, attach_adapters
 from samnet.models.lora import LoRALinear
 
 METHODS = ("full", "lora", "adapter", "frozen")
@@ -44,7 +50,6 @@ PART_MODULES = {
     "decoder": "mask_decoder",
     "prompt_encoder": "prompt_encoder",
 }
-LORA_TARGETS = ("encoder_attention", "encoder_mlp", "decoder_attention")
 # Where apply_peft records the config it applied: guards against a second application
 # and lets a trained checkpoint state what it was trained with.
 CONFIG_ATTRIBUTE = "peft_config"
@@ -62,8 +67,9 @@ class PeftConfig:
 
     Attributes:
       method: how ``parts`` are tuned. ``full``: all their parameters; ``lora``: LoRA
-        on ``lora_targets`` inside them; ``adapter``: an adapter after the MLP of each
-        of their transformer blocks; ``frozen``: nothing, only ``trainable_extra``.
+        on ``lora_targets`` inside them; ``adapter``: adapters in each of their
+        transformer blocks, placed as ``adapter_placement`` says; ``frozen``: nothing,
+        only ``trainable_extra``.
       parts: among ``encoder``, ``decoder``, ``prompt_encoder`` (the last only with
         ``full``: it has no attention or MLP blocks).
       full_parts: parts trained in full beside ``method``'s, e.g. LoRA in the encoder
@@ -74,6 +80,9 @@ class PeftConfig:
         targets of parts not in ``parts`` are ignored, so one list serves
         decoder-only and encoder + decoder alike.
       adapter_ratio: adapter bottleneck width as a fraction of the block's channels.
+      adapter_placement: one of ``ADAPTER_PLACEMENTS`` (``samnet.models.adapter``
+        explains them and the default). ``from_dict`` reads a config without it, written
+        before it existed, as ``LEGACY_ADAPTER_PLACEMENT``.
       encoder_blocks: indices of the encoder transformer blocks that get LoRA or
         adapters, over the flattened list (module docstring); negative ones count from
         the end, ``(-2, -1)`` = the last two. None: all.
@@ -90,6 +99,7 @@ class PeftConfig:
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("encoder_attention", "decoder_attention")
     adapter_ratio: float = 0.25
+    adapter_placement: str = DEFAULT_ADAPTER_PLACEMENT
     encoder_blocks: tuple[int, ...] | None = None
     trainable_extra: tuple[str, ...] = ()
 
@@ -117,6 +127,11 @@ class PeftConfig:
             yield from self._lora_problems()
         if self.adapter_ratio <= 0:
             yield f"adapter_ratio must be > 0, got {self.adapter_ratio}"
+        if self.adapter_placement not in ADAPTER_PLACEMENTS:
+            yield (
+                f"adapter_placement {self.adapter_placement!r} is not one of "
+                f"{', '.join(ADAPTER_PLACEMENTS)}"
+            )
         if self.encoder_blocks is not None:
             if len(set(self.encoder_blocks)) != len(self.encoder_blocks):
                 yield f"encoder_blocks {self.encoder_blocks} repeat a block"
@@ -166,7 +181,9 @@ class PeftConfig:
     def from_dict(
         cls, data: Mapping[str, Any], source: str | Path | None = None
     ) -> PeftConfig:
-        """The config from ``to_dict()`` output (missing keys take defaults).
+        """The config from ``to_dict()`` output (missing keys take defaults, but a
+        missing ``adapter_placement`` is ``LEGACY_ADAPTER_PLACEMENT``: plans and
+        checkpoints from before the field rebuild the network they trained).
 
         ``source`` (e.g. the plans file) is named in errors.
         """
@@ -179,7 +196,7 @@ class PeftConfig:
                 f"use only {sorted(known)}",
             )
         try:
-            return cls(**data)
+            return cls(**{"adapter_placement": LEGACY_ADAPTER_PLACEMENT, **data})
         except SamnetError as error:
             raise SamnetError(source, error.problem, error.fix) from None
 
@@ -209,8 +226,8 @@ def apply_peft(model: nn.Module, config: PeftConfig) -> nn.Module:
             )
             setattr(parent, name, wrapped)
     if config.method == "adapter":
-        for mlp in list(_adapter_sites(model, config)):
-            attach_adapter(mlp, config.adapter_ratio)
+        for block in list(_adapter_blocks(model, config)):
+            attach_adapters(block, config.adapter_placement, config.adapter_ratio)
     _unfreeze_extra(model, config.trainable_extra)
     _hold_frozen_batchnorm_statistics(model)
     setattr(model, CONFIG_ATTRIBUTE, config)
@@ -300,15 +317,14 @@ def _linear_children(
             yield parent, name, child
 
 
-def _adapter_sites(model: nn.Module, config: PeftConfig) -> Iterator[nn.Module]:
-    """The MLPs whose output goes through an adapter."""
+def _adapter_blocks(model: nn.Module, config: PeftConfig) -> Iterator[nn.Module]:
+    """The transformer blocks that get adapters."""
     if "encoder" in config.parts:
         encoder = find_part(model, "encoder")
-        for block in selected_encoder_blocks(encoder, config.encoder_blocks):
-            yield block.mlp
+        yield from selected_encoder_blocks(encoder, config.encoder_blocks)
     if "decoder" in config.parts:
         for _, block in transformer_blocks(find_part(model, "decoder")):
-            yield block.mlp
+            yield block
 
 
 def _unfreeze_extra(model: nn.Module, patterns: tuple[str, ...]) -> None:

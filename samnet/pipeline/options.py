@@ -24,7 +24,9 @@ LAUNCHERS = ("local", "torchrun", "slurm")
 
 @dataclass(frozen=True)
 class BudgetOptions:
-    """The budget the user asked for; each None is nnU-Net's on GPU, a CPU-sized one on CPU.
+    """The budget the user asked for; each None is the device's default by the fairness
+    rule (``samnet.core.methods.Budget``): nnU-Net's steps and each method's own plan's
+    batch on GPU, a CPU-sized one shared by the 2d methods on CPU.
 
     Attributes:
       epochs, iterations_per_epoch: optimizer steps, epoch by epoch.
@@ -85,7 +87,8 @@ class PlanAndTrainOptions:
       methods: ``METHOD_KINDS`` to train.
       baselines: ``BASELINES`` whose plans the nnU-Net baselines train on, each on every
         configuration.
-      budget: the budget every method of a dimensionality shares.
+      budget: the user's budget (``BudgetOptions``); what it leaves open follows the
+        fairness rule (``samnet.core.methods.Budget``).
       npz: keep validation probabilities (the report's ensembles need them).
       device: ``auto``, ``cpu`` or ``cuda``.
       launch: here, through torchrun or as SLURM jobs.
@@ -136,15 +139,17 @@ class PretrainOptions:
     """One continued pre-training run: the budget, the masking and where it runs.
 
     Attributes:
-      steps, batch_size, learning_rate: the optimizer's budget.
+      steps, batch_size: the optimizer's budget; None: the device's default
+        (``samnet.pipeline.pretrain_budget``).
+      learning_rate: AdamW's peak learning rate.
       mask_ratio: the fraction of each window's patches hidden from the encoder.
       mask_patch: side (px) of a hidden patch.
       device: ``auto``, ``cpu`` or ``cuda``.
       overwrite: start again instead of resuming (or refusing finished weights).
     """
 
-    steps: int = 300
-    batch_size: int = 8
+    steps: int | None = None
+    batch_size: int | None = None
     learning_rate: float = 1e-4
     mask_ratio: float = 0.6
     mask_patch: int = 32

@@ -1,4 +1,5 @@
-"""Check, plan, preprocess, train every method on every fold with one budget, and report.
+"""Check, plan, preprocess, train every method on every fold with the same optimizer
+steps (the fairness rule: ``samnet.core.methods.Budget``), and report.
 
 What ``samnet_plan_and_train`` runs. Re-running continues: planned and preprocessed data
 are reused, finished folds are skipped and interrupted ones resume from their last epoch.
@@ -71,7 +72,8 @@ def require_valid_dataset(folder: Path) -> None:
 def budget_for(
     method: Method, dataset: Dataset, asked: BudgetOptions, on_cpu: bool
 ) -> Budget:
-    """The budget of one method: the user's numbers, else nnU-Net's on GPU and a CPU-sized one on CPU."""
+    """The budget of one method on its own plan: the user's numbers, else nnU-Net's
+    steps and the plan's batch on GPU, a CPU-sized one on CPU (``Budget``)."""
     plans = json.loads(dataset.plans_file(method.plans).read_text())
     configuration = plans["configurations"][method.configuration]
     dimensions = len(configuration["patch_size"])
@@ -84,7 +86,7 @@ def budget_for(
         val_iterations_per_epoch=asked.val_iterations_per_epoch
         or max(1, iterations // 5),
         batch_size=(asked.batch_size if dimensions == 2 else asked.batch_size_3d)
-        or default_batch_size(configuration["batch_size"], dimensions, on_cpu),
+        or default_batch_size(configuration, on_cpu),
     )
 
 
@@ -103,15 +105,15 @@ def lowres_baseline(sam_plans: Path, sam_configurations: dict) -> Method:
 
 
 def reference_2d(baselines: list[Method], plans_identifier: str) -> Method:
-    """The 2d baseline whose budget SAM gets: the first 2d one of ``baselines``, else
-    nnU-Net's 2d of ``plans_identifier``."""
+    """The 2d baseline whose budget SAM gets on CPU: the first 2d one of ``baselines``,
+    else nnU-Net's 2d of ``plans_identifier``."""
     baselines_2d = [m for m in baselines if is_2d_baseline(m)]
     return (baselines_2d or [Method(BASELINE_TRAINER, plans_identifier, "2d")])[0]
 
 
 def is_2d_baseline(method: Method) -> bool:
     """A 2d U-Net of nnU-Net (of any plans, or 2d_lowres at SAM's spacing): trained with
-    SAM's budget."""
+    SAM's budget on CPU."""
     return method.configuration in ("2d", LOWRES_2D_CONFIGURATION)
 
 
@@ -148,7 +150,7 @@ def plan_everything(
     first where the SAM plan asks; returns the preprocessed configurations by plans
     identifier and the SAM plans file.
 
-    nnU-Net's default plans are always made: SAM's budget follows their 2d U-Net
+    nnU-Net's default plans are always made: on CPU SAM's budget follows their 2d U-Net
     (``reference_2d``), and ResEnc's 2d and 3d_fullres read their data.
     """
     planned = dict.fromkeys((BASELINE_PLANS, *options.baseline_plans))
@@ -179,7 +181,8 @@ def chosen_baselines(
     sam_configurations: dict,
 ) -> tuple[list[Method], Method]:
     """nnU-Net's trainer on each configuration of each chosen plans (nnU-Net's default
-    first, 2d_lowres after them where asked), and the 2d baseline whose budget SAM gets.
+    first, 2d_lowres after them where asked), and the 2d baseline whose budget SAM gets
+    on CPU.
 
     Only nnU-Net's default 2d U-Net (at its spacing or at SAM's) is that reference: adding
     another plans' baselines changes no budget.
@@ -203,7 +206,10 @@ def fold_runs(
     sam_plans: Path,
     on_cpu: bool,
 ) -> list[FoldRun]:
-    """Every chosen method on every fold, with its budget."""
+    """Every chosen method on every fold, with its budget by the fairness rule
+    (``samnet.core.methods.Budget``): on CPU SAM, the 2d and the support-slice baselines
+    share the reference 2d baseline's budget; on a GPU each method's budget is its own
+    plan's (``budget_for``)."""
     sam_configurations = json.loads(sam_plans.read_text())["configurations"]
     sam_block = sam_configurations[SAM_CONFIGURATION]["sam"]
     baselines, reference = chosen_baselines(
@@ -214,20 +220,22 @@ def fold_runs(
     if few_shot and "sam" in options.methods:
         reason = next(d for d in sam_block["decisions"] if d["what"] == "few_shot")
         print(f"samnet: few-shot mode: {reason['because']}")
-    # SAM, every 2d baseline and the support-slice baselines get exactly the reference's
-    # budget: the same optimizer steps of the same batch size.
-    budget_2d = budget_for(reference, dataset, options.budget, on_cpu)
     chosen = [sam] if "sam" in options.methods else []
     if "support" in options.methods:
         chosen += support_baselines(sam_plans, few_shot, reference.configuration)
-    budgets = dict.fromkeys(chosen, budget_2d)
+    shares_2d_budget = set(chosen)
     if "nnunet" in options.methods:
-        for method in baselines:
-            budgets[method] = (
-                budget_2d
-                if is_2d_baseline(method)
-                else budget_for(method, dataset, options.budget, on_cpu)
-            )
+        chosen += baselines
+        shares_2d_budget.update(m for m in baselines if is_2d_baseline(m))
+    budgets = {
+        method: budget_for(
+            reference if on_cpu and method in shares_2d_budget else method,
+            dataset,
+            options.budget,
+            on_cpu,
+        )
+        for method in chosen
+    }
     return [FoldRun(m, fold, budgets[m]) for m in budgets for fold in options.folds]
 
 

@@ -6,9 +6,13 @@
 Masked image modelling (``samnet.pretraining``) on random windows of every slice the SAM
 configuration sees, imagesTr and imagesTs, as nnU-Net preprocesses them for ``sam_2d``
 (labels are never read), starting from the plan's base weights at the plan's input size.
+The default budget is the device's (``samnet.pipeline.pretrain_budget``, which also decides
+gradient checkpointing on CUDA); on CUDA the steps run under float16 autocast
+(``samnet.core.precision``).
 Writes to ``$nnUNet_results/DATASET/samnet_pretrain/``: the new base weights and their
-identity, ``pretrain.json`` (budget, loss per step, time) and ``pretrain_loss.png``.
-Interrupted runs resume from ``state.pth`` when re-run with the same budget.
+identity, ``pretrain.json`` (budget, device, precision, checkpointing, loss per step,
+time) and ``pretrain_loss.png``. Interrupted runs resume from ``state.pth`` when re-run with the same
+budget.
 Import it after ``configure_environment()``: nnunetv2 reads the ``nnUNet_*`` variables at
 import.
 """
@@ -39,17 +43,19 @@ from samnet.core.layout import (
     SAM_CONFIGURATION,
     SAM_PLANS,
 )
+from samnet.core.precision import precision_for
 from samnet.core.sam_plan import SamPlan
 from samnet.evaluation.plots import figure_file
 from samnet.models.backbones import get_backbone
 from samnet.models.network import build_network
 from samnet.pipeline.options import PretrainOptions
+from samnet.pipeline.pretrain_budget import pretrain_hardware, pretrain_plan
 from samnet.pretraining.identity import (
     folds_built_on,
     pretrained_folder,
     save_pretrained_base,
 )
-from samnet.pretraining.loop import PretrainBudget, pretrain
+from samnet.pretraining.loop import pretrain
 from samnet.pretraining.masked_image_model import MaskedImageModel
 from samnet.pretraining.slices import slice_windows
 
@@ -85,7 +91,8 @@ def claim_folder(dataset_name: str, budget: dict, overwrite: bool) -> Path:
         raise SamnetError(
             recorded,
             f"this run was started with {recorded.read_text()}, not {budget}",
-            "re-run with the same options to resume, or pass --overwrite to start again",
+            "re-run with the same options on the same device (the default budget is the "
+            "device's) to resume, or pass --overwrite to start again",
         )
     folder.mkdir(parents=True, exist_ok=True)
     recorded.write_text(json.dumps(budget))
@@ -139,7 +146,11 @@ def continue_pretraining(dataset: Dataset, options: PretrainOptions) -> Path:
     configuration = sam_configuration(dataset)
     plan = SamPlan.from_dict(configuration["sam"])
     spec = get_backbone(plan.backbone)
-    budget = PretrainBudget(options.steps, options.batch_size, options.learning_rate)
+    device = resolve_device(options.device)
+    pretraining = pretrain_plan(
+        options, spec, plan.input_size, pretrain_hardware(device)
+    )
+    budget = pretraining.budget
     masking = {"mask_ratio": options.mask_ratio, "mask_patch": options.mask_patch}
     folder = claim_folder(
         dataset.name, {**budget.__dict__, **masking}, options.overwrite
@@ -155,6 +166,7 @@ def continue_pretraining(dataset: Dataset, options: PretrainOptions) -> Path:
         2,
         image_size=plan.input_size,
         checkpoint=plan.checkpoint,
+        gradient_checkpointing=pretraining.gradient_checkpointing,
     )
     model = MaskedImageModel(
         network.input_adapter,
@@ -167,12 +179,10 @@ def continue_pretraining(dataset: Dataset, options: PretrainOptions) -> Path:
     start = time.perf_counter()
     losses = pretrain(
         model,
-        lambda seed: slice_windows(
-            cases + test_cases, window, options.batch_size, seed
-        ),
+        lambda seed: slice_windows(cases + test_cases, window, budget.batch_size, seed),
         budget,
         folder / PRETRAIN_STATE_FILE,
-        resolve_device(options.device),
+        device,
     )
     weights = folder / f"{plan.backbone}{PRETRAINED_WEIGHTS_SUFFIX}"
     record = {
@@ -182,6 +192,9 @@ def continue_pretraining(dataset: Dataset, options: PretrainOptions) -> Path:
         "slices": sum(case.shape[1] for case in cases + test_cases),
         "input_size": plan.input_size,
         "budget": budget.__dict__,
+        "device": str(device),
+        "compute_dtype": precision_for(device).compute_dtype,
+        "gradient_checkpointing": pretraining.gradient_checkpointing,
         **masking,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "seconds_this_run": round(time.perf_counter() - start, 1),

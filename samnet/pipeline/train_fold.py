@@ -8,7 +8,6 @@ resume logic and the same validation.
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import time
 from dataclasses import asdict
@@ -30,6 +29,7 @@ from samnet.core.layout import (
 )
 from samnet.core.methods import Budget, Method
 from samnet.core.paths import preprocessed_folder, results_folder
+from samnet.pipeline.fold_stats import fold_stats, start_peak_memory
 from samnet.pipeline.planning import trained_from
 from samnet.trainers.checkpoints import read_checkpoint
 from samnet.trainers.distributed import barrier, is_rank_zero
@@ -147,12 +147,6 @@ def build_trainer(
     return trainer
 
 
-def epoch_seconds(trainer: nnUNetTrainer) -> list[float]:
-    starts = trainer.logger.get_value("epoch_start_timestamps", step=None)
-    ends = trainer.logger.get_value("epoch_end_timestamps", step=None)
-    return [end - start for start, end in zip(starts, ends)]
-
-
 def resume_checkpoint(folder: Path) -> Path | None:
     """The checkpoint a fold continues from: ``checkpoint_final.pth`` (trained; only
     validation is left), else ``checkpoint_latest.pth``, else None (epoch 0).
@@ -218,6 +212,7 @@ def train_fold(
         claim_budget(folder, budget)
         if origin is not None:
             claim_origin(folder, origin, done=False)
+    start_peak_memory(device)
     trainer = build_trainer(dataset_name, method, fold, budget, device)
     checkpoint = resume_checkpoint(folder)
     if checkpoint is not None:
@@ -231,27 +226,7 @@ def train_fold(
         trainer.run_training()
     start = time.perf_counter()
     trainer.perform_actual_validation(save_probabilities)
-    seconds_per_epoch = epoch_seconds(trainer)
-    stats = {
-        "method": asdict(method),
-        "fold": fold,
-        "device": str(device),
-        "budget": asdict(budget),
-        "optimizer_steps": budget.optimizer_steps,
-        "train_seconds": sum(seconds_per_epoch),
-        "seconds_per_epoch": seconds_per_epoch,
-        "validation_seconds": time.perf_counter() - start,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "trainable_parameters": sum(
-            p.numel() for p in trainer.network.parameters() if p.requires_grad
-        ),
-    }
-    cache = getattr(trainer, "cache", None)
-    if cache is not None:
-        # Built once per dataset and shared by the folds; reported beside training time.
-        stats["embedding_cache_seconds"] = cache.info["build_seconds"]
-        if "folders" in cache.info:  # the cached trainer's views (ViewedCaches)
-            stats["embedding_cache_folders"] = cache.info["folders"]
+    stats = fold_stats(trainer, method, fold, budget, time.perf_counter() - start)
     if writes:
         # Written last: it marks the fold done.
         write_json_atomically(stats, folder / FOLD_STATS_FILE)

@@ -1,4 +1,8 @@
-"""The pre-training loop: AdamW with warm-up and cosine decay, resumable, with progress."""
+"""The pre-training loop: AdamW with warm-up and cosine decay, resumable, with progress.
+
+On CUDA each step runs under float16 autocast with loss scaling (``samnet.core.precision``,
+as nnU-Net's trainer does); on CPU in float32, the scaler a pass-through.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import torch
 from tqdm import trange
 
 from samnet.core.atomic import atomic_file
+from samnet.core.precision import precision_for
 from samnet.models.lr_schedule import warmup_decay_factor
 from samnet.pretraining.masked_image_model import MaskedImageModel
 
@@ -43,6 +48,8 @@ def pretrain(
     Returns the loss of every step, the resumed ones included.
     """
     model.to(device).train()
+    precision = precision_for(device)
+    scaler = precision.grad_scaler()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         parameters, lr=budget.learning_rate, weight_decay=budget.weight_decay
@@ -59,14 +66,20 @@ def pretrain(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         losses = list(state["losses"])
+        # Empty where the run so far had no loss scaling (on CPU, or before AMP).
+        if state.get("grad_scaler"):
+            scaler.load_state_dict(state["grad_scaler"])
     stream = batches(len(losses))
     steps = trange(len(losses), budget.steps, desc="pre-training", unit="step")
     for step in steps:
-        result = model(next(stream).to(device))
+        with precision.autocast():
+            result = model(next(stream).to(device))
         optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
+        scaler.scale(result.loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped where float16 gradients overflowed
+        scaler.update()
         scheduler.step()
         losses.append(result.loss.item())
         steps.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -75,6 +88,7 @@ def pretrain(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "grad_scaler": scaler.state_dict(),
                 "losses": losses,
             }
             with atomic_file(state_file) as handle:

@@ -78,8 +78,10 @@ class MaskedImageModel(nn.Module):
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> Reconstruction:
         """Images ``B x C x H x W`` -> the reconstruction of a random masking of them."""
-        with torch.no_grad():
-            target = self.input_adapter(x)
+        # The target and the loss stay float32 under autocast: only the encoder and the
+        # reconstruction head compute in float16.
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            target = self.input_adapter(x.float())
         side = target.shape[-1]
         if side % self.mask_patch:
             raise ValueError(
@@ -90,7 +92,7 @@ class MaskedImageModel(nn.Module):
         )
         mask = pixel_mask(patches, self.mask_patch).to(target)
         masked = target * (1 - mask) + self.fill * mask
-        prediction = self.decoder(self.image_encoder(masked))
+        prediction = self.decoder(self.image_encoder(masked)).float()
         hidden = mask.sum() * target.shape[1]
         loss = ((prediction - target).abs() * mask).sum() / hidden.clamp_min(1)
         return Reconstruction(loss, prediction, target, mask)

@@ -26,6 +26,8 @@ LOWRES = Method("nnUNetTrainer", "samnetPlans", "2d_lowres")
 RESENC_2D = Method("nnUNetTrainer", "nnUNetResEncUNetMPlans", "2d")
 RESENC_3D = Method("nnUNetTrainer", "nnUNetResEncUNetMPlans", "3d_fullres")
 SAM = Method("nnUNetTrainerSAMCached", "samnetPlans", "sam_2d")
+SAM_BATCH = 48
+WITH_LOWRES = ("--configurations", "2d", "3d_fullres", "2d_lowres")
 
 
 @pytest.fixture
@@ -47,8 +49,19 @@ def plans(nnunet_folders: dict[str, Path]) -> Path:
     (folder / "nnUNetResEncUNetMPlans.json").write_text(
         json.dumps({"configurations": resenc})
     )
-    sam_block = {"encoder_mode": "cached", "few_shot": None, "prompts": None}
-    sam = {"sam_2d": {"patch_size": [256, 256], "batch_size": 8, "sam": sam_block}}
+    # The SAM planner's memory-model batch, in its sam block's budget and as nnU-Net's
+    # batch_size; 2d_lowres: nnU-Net's 2d U-Net planned at SAM's spacing.
+    budget = {"epochs": 1000, "iterations_per_epoch": 250, "batch_size": SAM_BATCH}
+    sam_block = {
+        "encoder_mode": "cached",
+        "few_shot": None,
+        "prompts": None,
+        "budget": budget,
+    }
+    sam = {
+        "sam_2d": {"patch_size": [256, 256], "batch_size": SAM_BATCH, "sam": sam_block},
+        "2d_lowres": {"patch_size": [40, 28], "batch_size": 545},
+    }
     (folder / "samnetPlans.json").write_text(json.dumps({"configurations": sam}))
     return folder
 
@@ -131,21 +144,47 @@ def test_default_run_trains_what_it_always_did(plans: Path) -> None:
 def test_resenc_trains_every_configuration_with_the_budget_rules_of_the_others(
     plans: Path,
 ) -> None:
-    # On a GPU the plans' batch sizes differ (292 and 1618 in 2d): 2d follows nnU-Net's
-    # default 2d U-Net like SAM, 3d its own plans.
+    # On a GPU each trains its own plans' batch (292 and 1618 in 2d, 7 and 58 in 3d).
     chosen = budgets(options("--baselines", "default", "resenc_m"), plans, False)
     assert list(chosen) == [SAM, TWO_D, THREE_D, RESENC_2D, RESENC_3D]
-    assert chosen[RESENC_2D] == chosen[TWO_D] == chosen[SAM]
-    assert chosen[RESENC_2D].batch_size == 292
+    assert (chosen[RESENC_2D].batch_size, chosen[TWO_D].batch_size) == (1618, 292)
     assert (chosen[RESENC_3D].batch_size, chosen[THREE_D].batch_size) == (58, 7)
-    assert chosen[RESENC_3D].optimizer_steps == chosen[TWO_D].optimizer_steps
+    assert len({budget.optimizer_steps for budget in chosen.values()}) == 1
     on_cpu = budgets(options("--baselines", "default", "resenc_m"), plans, True)
     assert on_cpu[RESENC_2D] == on_cpu[SAM] and on_cpu[RESENC_2D].batch_size == 32
     assert on_cpu[RESENC_3D] == on_cpu[THREE_D] and on_cpu[RESENC_3D].batch_size == 2
 
 
 def test_resenc_alone_leaves_sams_budget_as_it_was(plans: Path) -> None:
-    alone = budgets(options("--baselines", "resenc_m"), plans, on_cpu=False)
-    assert list(alone) == [SAM, RESENC_2D, RESENC_3D]
-    assert alone[SAM] == budgets(options(), plans, on_cpu=False)[SAM]
-    assert alone[RESENC_2D] == alone[SAM] and alone[SAM].batch_size == 292
+    for on_cpu in (True, False):
+        alone = budgets(options("--baselines", "resenc_m"), plans, on_cpu)
+        assert list(alone) == [SAM, RESENC_2D, RESENC_3D]
+        assert alone[SAM] == budgets(options(), plans, on_cpu)[SAM]
+    assert alone[SAM].batch_size == SAM_BATCH
+
+
+def test_on_a_gpu_each_method_trains_its_plans_batch_for_the_same_steps(
+    plans: Path,
+) -> None:
+    """SAM the SAM planner's batch (not nnU-Net 2d's 292 slices, about 180 GB for a
+    trained LiteMedSAM), each baseline nnU-Net's own plan's; every one 1000 x 250 steps."""
+    chosen = budgets(options(*WITH_LOWRES), plans, on_cpu=False)
+    assert list(chosen) == [SAM, TWO_D, THREE_D, LOWRES]
+    assert [budget.batch_size for budget in chosen.values()] == [SAM_BATCH, 292, 7, 545]
+    assert {budget.optimizer_steps for budget in chosen.values()} == {1000 * 250}
+
+
+def test_on_cpu_sam_and_every_2d_baseline_share_one_capped_batch(plans: Path) -> None:
+    chosen = budgets(options(*WITH_LOWRES), plans, on_cpu=True)
+    assert chosen[SAM] == chosen[TWO_D] == chosen[LOWRES]
+    assert (chosen[SAM].batch_size, chosen[THREE_D].batch_size) == (32, 2)
+    assert {budget.optimizer_steps for budget in chosen.values()} == {20 * 50}
+
+
+def test_the_users_batch_size_replaces_every_planned_2d_batch_on_either_device(
+    plans: Path,
+) -> None:
+    for on_cpu in (True, False):
+        chosen = budgets(options("--batch-size", "12"), plans, on_cpu)
+        assert (chosen[SAM].batch_size, chosen[TWO_D].batch_size) == (12, 12)
+        assert chosen[THREE_D].batch_size == (2 if on_cpu else 7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,8 +32,12 @@ from samnet.models.encoder_prefix import (
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.network import EncodedImages, SamSegmentationNetwork, build_network
 from samnet.models.peft import PeftConfig, apply_peft
-from samnet.preprocessing.cache.build import build_embedding_cache
-from samnet.preprocessing.cache.embedding_cache import EmbeddingCache, sample_batches
+from samnet.preprocessing.cache.build import build_embedding_cache, cache_key
+from samnet.preprocessing.cache.embedding_cache import (
+    EmbeddingCache,
+    key_digest,
+    sample_batches,
+)
 from samnet.preprocessing.cache.views import CacheView, ViewedCaches
 
 PATCH = (32, 32)
@@ -469,3 +474,41 @@ def test_augmented_views_are_caches_of_their_own_read_as_one(
     assert both.info["build_seconds"] == pytest.approx(
         plain.info["build_seconds"] + view.info["build_seconds"]
     )
+
+
+def test_the_key_names_the_precision_and_float32_caches_keep_their_names(
+    network_and_weights, dataset_folder, monkeypatch
+) -> None:
+    network, weights = network_and_weights
+    encoder = network.sam.image_encoder
+    keys = {
+        dtype: cache_key(network, encoder, weights, configuration(), None, dtype)
+        for dtype in ("float32", "float16")
+    }
+    assert keys["float16"].digest() != keys["float32"].digest()
+    # Named as before the key recorded the precision: existing CPU caches are reused.
+    inputs = dataclasses.asdict(keys["float32"])
+    del inputs["compute_dtype"]
+    assert key_digest(inputs) == keys["float32"].digest()
+    cache = build(network_and_weights, dataset_folder)  # on CPU: float32, as before
+    assert cache.folder.name == keys["float32"].digest()
+    assert cache.info["key_inputs"]["compute_dtype"] == "float32"
+    assert cache.info["feature_dtype"] == "float16"
+    # A cache.json written before the field existed still reads, and is reused.
+    info_file = cache.folder / CACHE_INFO_FILE
+    info = json.loads(info_file.read_text())
+    del info["key_inputs"]["compute_dtype"]
+    info_file.write_text(json.dumps(info))
+    calls = count_encoder_calls(network, monkeypatch)
+    assert len(build(network_and_weights, dataset_folder)) == WINDOWS
+    assert calls == []
+
+
+def test_features_float16_cannot_hold_are_refused(dataset_folder) -> None:
+    network, weights = build_network("lite_medsam", 1, 3, INPUT_SIZE, pretrained=False)
+    with torch.no_grad():
+        network.sam.image_encoder.neck[-1].weight.fill_(1e6)  # beyond 65504
+    with pytest.raises(SamnetError, match="not finite in float16") as error:
+        build((network.eval(), weights), dataset_folder)
+    assert "--encoder-mode trained" in error.value.fix
+    assert not [p for p in (dataset_folder / CACHE_FOLDER).iterdir() if p.is_dir()]

@@ -268,7 +268,8 @@ def test_each_study_strategy_trains_what_it_names(backbone, parts, method):
     new_module = LoRALinear if method == "lora" else Adapter
     # Only the new modules' parameters train inside the parts.
     assert all(
-        re.search(r"\.(lora_[ab]|adapter)\.", name) for name in in_encoder | in_decoder
+        re.search(r"\.(lora_[ab]|adapter|parallel_adapter)\.", name)
+        for name in in_encoder | in_decoder
     )
     counts = {
         prefix: sum(
@@ -285,7 +286,9 @@ def test_each_study_strategy_trains_what_it_names(backbone, parts, method):
             "mask_decoder.": DECODER_ATTENTION_LINEARS,
         }
     else:
-        assert counts == {"image_encoder.": encoder_blocks, "mask_decoder.": 2}
+        # Gu et al.'s placement: after attention and beside the MLP in each encoder block;
+        # after both cross-attentions and beside the MLP in each of the 2 decoder blocks.
+        assert counts == {"image_encoder.": 2 * encoder_blocks, "mask_decoder.": 6}
 
 
 def test_lora_mlp_targets_cover_both_naming_schemes():
@@ -363,7 +366,7 @@ def test_encoder_blocks_pick_where_adapters_go(backbone, blocks, expected):
     adapted_blocks = {
         name
         for name, block in transformer_blocks(model.image_encoder)
-        if hasattr(block.mlp, "adapter")
+        if any(isinstance(module, Adapter) for module in block.modules())
     }
     assert adapted_blocks == expected
 
@@ -415,10 +418,160 @@ def test_adapter_starts_as_identity_and_adds_a_bottleneck():
 
 def test_adapter_width_follows_the_ratio():
     model = adapted(
-        "sam_vit_b", method="adapter", parts=("decoder",), adapter_ratio=0.25
+        "sam_vit_b", method="adapter", parts=("encoder", "decoder"), adapter_ratio=0.25
     )
-    adapter = model.mask_decoder.transformer.layers[0].mlp.adapter
+    block = model.mask_decoder.transformer.layers[0]
+    for adapter in (block.norm2.adapter, block.mlp.parallel_adapter):
+        assert (adapter.down.in_features, adapter.down.out_features) == (DIM, DIM // 4)
+    adapter = model.image_encoder.blocks[0].attn.adapter
     assert (adapter.down.in_features, adapter.down.out_features) == (DIM, DIM // 4)
+
+
+# --- adapter placements ---------------------------------------------------------------
+
+
+def randomised_adapters(model: nn.Module) -> list[Adapter]:
+    """The model's adapters, their zero up-projections made random (as after training)."""
+    torch.manual_seed(3)
+    adapters = [m for m in model.modules() if isinstance(m, Adapter)]
+    for adapter in adapters:
+        nn.init.normal_(adapter.up.weight, std=0.5)
+        nn.init.normal_(adapter.up.bias, std=0.5)
+    return adapters
+
+
+def bottleneck(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
+    return adapter.up(adapter.act(adapter.down(x)))
+
+
+@torch.no_grad()
+def test_gu_placement_in_a_sam_vit_block():
+    """Medical SAM Adapter's block: x + a(attn(norm1 x)), then + mlp(z) + 0.5 f(z)."""
+    base = build("sam_vit_b")
+    model = adapted("sam_vit_b", method="adapter", parts=("encoder",))
+    randomised_adapters(model)
+    block, plain = model.image_encoder.blocks[1], base.image_encoder.blocks[1]
+    assert block.window_size == 0  # the global-attention block: no windows to undo
+    x = torch.randn(2, GRID, GRID, DIM)
+    attended = plain.attn(plain.norm1(x))
+    x1 = x + attended + bottleneck(block.attn.adapter, attended)
+    z = plain.norm2(x1)
+    expected = x1 + plain.mlp(z) + 0.5 * bottleneck(block.mlp.parallel_adapter, z)
+    torch.testing.assert_close(block(x), expected)
+
+
+@torch.no_grad()
+def test_gu_placement_in_a_two_way_decoder_block():
+    """Gu et al.'s decoder block: an adapter on each cross-attention's residual sum, one
+    beside the MLP (segment-anything's TwoWayAttentionBlock.forward, adapters added)."""
+    base = build("sam_vit_b")
+    model = adapted("sam_vit_b", method="adapter", parts=("decoder",))
+    randomised_adapters(model)
+    block = model.mask_decoder.transformer.layers[1]
+    plain = base.mask_decoder.transformer.layers[1]
+    tokens, image = torch.randn(2, 3, DIM), torch.randn(2, GRID * GRID, DIM)
+    query_pe, key_pe = torch.randn(2, 3, DIM), torch.randn(2, GRID * GRID, DIM)
+
+    def adapt(adapter: Adapter, y: torch.Tensor) -> torch.Tensor:
+        return y + bottleneck(adapter, y)
+
+    q = tokens + query_pe
+    queries = plain.norm1(tokens + plain.self_attn(q=q, k=q, v=tokens))
+    attended = plain.cross_attn_token_to_image(
+        q=queries + query_pe, k=image + key_pe, v=image
+    )
+    queries = plain.norm2(adapt(block.norm2.adapter, queries + attended))
+    parallel = 0.5 * bottleneck(block.mlp.parallel_adapter, queries)
+    queries = plain.norm3(queries + plain.mlp(queries) + parallel)
+    attended = plain.cross_attn_image_to_token(
+        q=image + key_pe, k=queries + query_pe, v=queries
+    )
+    keys = plain.norm4(adapt(block.norm4.adapter, image + attended))
+    got_queries, got_keys = block(tokens, image, query_pe, key_pe)
+    torch.testing.assert_close(got_queries, queries)
+    torch.testing.assert_close(got_keys, keys)
+
+
+@torch.no_grad()
+def test_gu_placement_in_a_tinyvit_block_sees_the_mlp_input():
+    """TinyViT's MLP normalises inside: the parallel adapter gets its raw input."""
+    base = build("mobile_sam")
+    model = adapted("mobile_sam", method="adapter", parts=("encoder",))
+    randomised_adapters(model)
+    block = model.image_encoder.layers[1].blocks[0]
+    plain = base.image_encoder.layers[1].blocks[0]
+    x = torch.randn(2, GRID * GRID, DIM)
+    attended = plain.attn(x)
+    torch.testing.assert_close(
+        block.attn(x), attended + bottleneck(block.attn.adapter, attended)
+    )
+    expected = plain.mlp(x) + 0.5 * bottleneck(block.mlp.parallel_adapter, x)
+    torch.testing.assert_close(block.mlp(x), expected)
+
+
+@pytest.mark.parametrize("placement", ["attention_and_parallel_mlp", "sequential_mlp"])
+@pytest.mark.parametrize("backbone", ["sam_vit_b", "mobile_sam"])
+def test_base_checkpoints_load_into_either_placement(backbone, placement):
+    base = build(backbone)
+    model = adapted(
+        backbone,
+        method="adapter",
+        parts=("encoder", "decoder"),
+        adapter_placement=placement,
+    )
+    result = model.load_state_dict(base.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys
+    assert all(
+        re.search(r"\.(adapter|parallel_adapter)\.", n) for n in result.missing_keys
+    )
+
+
+def test_sequential_placement_is_one_adapter_after_each_mlp():
+    model = adapted(
+        "sam_vit_b",
+        method="adapter",
+        parts=("encoder", "decoder"),
+        adapter_placement="sequential_mlp",
+    )
+    adapter_names = {
+        name for name, m in model.named_modules() if isinstance(m, Adapter)
+    }
+    assert adapter_names == {
+        "image_encoder.blocks.0.mlp.adapter",
+        "image_encoder.blocks.1.mlp.adapter",
+        "mask_decoder.transformer.layers.0.mlp.adapter",
+        "mask_decoder.transformer.layers.1.mlp.adapter",
+    }
+    randomised_adapters(model)
+    mlp = model.mask_decoder.transformer.layers[0].mlp
+    plain = build("sam_vit_b").mask_decoder.transformer.layers[0].mlp
+    x = torch.randn(2, 3, DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), mlp.adapter(plain(x)))
+
+
+def test_gu_placement_is_the_default_and_old_configs_keep_theirs():
+    assert PeftConfig().adapter_placement == "attention_and_parallel_mlp"
+    # A plan or checkpoint from before the field: the placement it was trained with.
+    old = PeftConfig.from_dict({"method": "adapter", "parts": ["decoder"]})
+    assert old.adapter_placement == "sequential_mlp"
+
+
+def test_checkpoint_without_a_placement_loads_as_before(tmp_path: Path):
+    """A checkpoint saved before ``adapter_placement`` existed loads into the network
+    its plan (also without the field) rebuilds."""
+    old_plan = {"method": "adapter", "parts": ["encoder", "decoder"]}
+    model = apply_peft(build("mobile_sam"), PeftConfig.from_dict(old_plan))
+    train_steps(model)
+    path = tmp_path / "trained.pt"
+    save_trained(model, path, BASE)
+    payload = torch.load(path, weights_only=True)
+    del payload["peft"]["adapter_placement"]
+    torch.save(payload, path)
+    fresh = apply_peft(build("mobile_sam"), PeftConfig.from_dict(old_plan))
+    load_trained(fresh, path, BASE)
+    assert torch.equal(output(fresh), output(model))
 
 
 # --- training: frozen stays frozen, merge ---------------------------------------------
@@ -515,6 +668,7 @@ def test_config_round_trips_through_json(config):
         ({"method": "lora", "lora_rank": 0}, "lora_rank"),
         ({"method": "full", "encoder_blocks": (0,)}, "no LoRA or adapter"),
         ({"method": "adapter", "adapter_ratio": 0.0}, "adapter_ratio"),
+        ({"adapter_placement": "parallel"}, "adapter_placement 'parallel'"),
     ],
 )
 def test_bad_config_is_a_clear_error(fields, problem):

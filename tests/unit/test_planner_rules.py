@@ -73,6 +73,7 @@ def test_every_plan_is_complete_and_survives_json(fp, hardware) -> None:
         "intensity_mapping",
         "encoder_mode",
         "peft",
+        "gradient_checkpointing",
         "batch_size",
         "learning_rate",
         "epochs",
@@ -80,7 +81,10 @@ def test_every_plan_is_complete_and_survives_json(fp, hardware) -> None:
         assert what in decided
     assert all(d["because"] for d in data["decisions"])
     assert result.patch_size[0] == result.patch_size[1] <= result.sam.input_size
-    assert 1 <= result.batch_size <= 32
+    # On CPU at most the baselines' cap; on a GPU what fits (test_gpu_planning.py).
+    assert result.batch_size >= 1
+    assert hardware.on_gpu or result.batch_size <= 32
+    assert result.batch_size == result.sam.budget.batch_size
 
 
 def test_cpu_and_gpu_plans_differ_for_the_same_dataset() -> None:
@@ -159,8 +163,19 @@ def test_a_thousand_cases_on_a_gpu_train_lora_in_the_encoder() -> None:
     assert result.sam.peft["encoder_blocks"] is None
 
 
-def test_a_tight_time_allowance_caches_the_early_encoder_stages() -> None:
-    result = plan(BRAIN_MRI, H100, max_hours=6.0)
+def test_a_tight_time_allowance_on_a_gpu_first_shrinks_the_batch() -> None:
+    roomy, tight = plan(BRAIN_MRI, H100), plan(BRAIN_MRI, H100, max_hours=6.0)
+    assert roomy.sam.encoder_mode == tight.sam.encoder_mode == "trained"
+    assert 2 <= tight.batch_size < roomy.batch_size
+    assert (
+        f"trained 5.8 h (batch {tight.batch_size})"
+        in (decision(tight, "encoder_mode")["because"])
+    )
+
+
+def test_too_tight_for_the_trained_encoder_caches_its_early_stages() -> None:
+    # The trained encoder at nnU-Net's minimum batch of 2 would take 0.5 h.
+    result = plan(BRAIN_MRI, H100, max_hours=0.4)
     assert result.sam.encoder_mode == "prefix_cached"
     assert result.sam.peft["encoder_blocks"] == [-2, -1]
 

@@ -4,6 +4,7 @@ checkpoint with its identity."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,23 @@ import torch
 from helpers import HIPPOCAMPUS_LIKE, SIZE, plan, tiny_sam
 
 from samnet.cli.plan import parse_arguments as plan_arguments
+from samnet.cli.pretrain import parse_arguments as pretrain_arguments
 from samnet.core.errors import SamnetError
 from samnet.models.backbones import build_sam, get_backbone
 from samnet.models.checkpoint_files import BaseWeights, identity_path
+from samnet.models.gradient_checkpointing import checkpoint_encoder_blocks
 from samnet.models.input_adapter import InputAdapter
+from samnet.models.lr_schedule import warmup_decay_factor
 from samnet.models.network import build_network
+from samnet.pipeline.options import PretrainOptions
+from samnet.pipeline.pretrain_budget import (
+    PretrainPlan,
+    gpu_pretrain_slices,
+    pretrain_hardware,
+    pretrain_plan,
+)
+from samnet.planners.cost_model import step_cost
+from samnet.planners.hardware import Hardware
 from samnet.pretraining.identity import save_pretrained_base
 from samnet.pretraining.loop import PretrainBudget, pretrain
 from samnet.pretraining.masked_image_model import MaskedImageModel
@@ -209,3 +222,157 @@ def test_plan_and_train_pretrains_when_the_plan_asks_and_no_run_finished(
     assert plan_arguments(["4", "--pretrain", "no"]).pretrain is False
     with pytest.raises(SystemExit):
         plan_arguments(["4", "--pretrain", "maybe"])
+
+
+def test_on_cpu_a_step_is_the_float32_step_it_was_before_amp(tmp_path: Path) -> None:
+    """The loss scaler and autocast are pass-throughs on CPU: the losses are those of the
+    plain float32 loop, to the bit."""
+    budget = PretrainBudget(steps=4, batch_size=2, learning_rate=1e-3)
+
+    def batches(seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            yield torch.rand(2, 1, SIZE, SIZE, generator=generator)
+
+    torch.manual_seed(0)
+    losses = pretrain(
+        masked_model(), batches, budget, tmp_path / "state.pth", torch.device("cpu")
+    )
+    assert torch.load(tmp_path / "state.pth", weights_only=True)["grad_scaler"] == {}
+    torch.manual_seed(0)
+    model = masked_model().train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.05)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_decay_factor(step, 4, 1, "cosine")
+    )
+    stream, expected = batches(0), []
+    for _ in range(4):
+        result = model(next(stream))
+        optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        expected.append(result.loss.item())
+    assert losses == expected
+
+
+CUDA_CARDS = {
+    "H100 80 GB": Hardware("cuda", 16, 256.0, "NVIDIA H100", 80.0, 50_000.0),
+    "A100 40 GB": Hardware("cuda", 16, 256.0, "NVIDIA A100", 40.0, 19_500.0),
+    "24 GB": Hardware("cuda", 8, 64.0, "NVIDIA RTX 4090", 24.0, 80_000.0),
+    "8 GB": Hardware("cuda", 4, 32.0, "NVIDIA RTX 3070", 8.0, 20_000.0),
+}
+DEVICE_DEFAULT = PretrainOptions(steps=None, batch_size=None)
+
+
+def test_the_cpu_budget_is_unchanged_and_the_user_s_options_win() -> None:
+    spec = get_backbone("lite_medsam")
+    on_cpu = pretrain_plan(DEVICE_DEFAULT, spec, 128, None)
+    assert on_cpu == PretrainPlan(PretrainBudget(300, 8, 1e-4), False)
+    for hardware in (None, CUDA_CARDS["H100 80 GB"]):
+        chosen = PretrainOptions(steps=40, batch_size=4, learning_rate=3e-4)
+        budget = pretrain_plan(chosen, spec, 256, hardware).budget
+        assert (budget.steps, budget.batch_size, budget.learning_rate) == (40, 4, 3e-4)
+
+
+@pytest.mark.parametrize("card", CUDA_CARDS)
+@pytest.mark.parametrize(
+    ("backbone", "input_size"),
+    [
+        ("lite_medsam", 128),
+        ("lite_medsam", 256),
+        ("sam_vit_b", 256),
+        ("sam_vit_b", 1024),
+    ],
+)
+def test_on_cuda_the_default_budget_is_sized_for_the_gpu(
+    card: str, backbone: str, input_size: int
+) -> None:
+    spec, hardware = get_backbone(backbone), CUDA_CARDS[card]
+    if (backbone, input_size, card) == ("sam_vit_b", 1024, "8 GB"):
+        with pytest.raises(
+            SamnetError, match="even with gradient checkpointing"
+        ) as error:
+            pretrain_plan(DEVICE_DEFAULT, spec, input_size, hardware)
+        assert "--batch-size 1" in error.value.fix
+        return
+    planned = pretrain_plan(DEVICE_DEFAULT, spec, input_size, hardware)
+    budget, slices = planned.budget, gpu_pretrain_slices(spec, input_size)
+    # Steps of the batch cover the slices the compute budget buys, and no more.
+    assert budget.steps == math.ceil(slices / budget.batch_size)
+    assert budget.steps * budget.batch_size >= slices > 300 * 8
+    # The batch fits the card by the planner's memory model (every encoder weight
+    # training, under AMP), checkpointed where plain leaves room for fewer than 8.
+    plain, checkpointed = (
+        step_cost(spec, input_size, "trained", hardware, checkpointing, True)
+        for checkpointing in (False, True)
+    )
+    usable = 0.6 * hardware.gpu_memory_gb * 1024  # the planner's share of a GPU
+    plain_fits, checkpointed_fits = (
+        int(usable // cost.memory_mb_per_slice) for cost in (plain, checkpointed)
+    )
+    assert planned.gradient_checkpointing == (
+        plain_fits < 8 and checkpointed_fits > plain_fits
+    )
+    cost = checkpointed if planned.gradient_checkpointing else plain
+    assert 1 <= budget.batch_size <= 32
+    assert budget.batch_size * cost.memory_mb_per_slice <= usable
+    # The user's batch alone changes the steps, not the slices.
+    batch_given = pretrain_plan(
+        PretrainOptions(steps=None, batch_size=2), spec, input_size, hardware
+    )
+    assert batch_given.budget.steps == math.ceil(slices / 2)
+
+
+def test_the_gpu_compute_budget_buys_fewer_slices_of_larger_encoders() -> None:
+    """60 PFLOP of training: capped for LiteMedSAM, 20,574 slices of ViT-B at 1024 px,
+    and never below the CPU default's 2,400."""
+    slices = {
+        (name, size): gpu_pretrain_slices(get_backbone(name), size)
+        for name, size in [
+            ("lite_medsam", 128),
+            ("lite_medsam", 256),
+            ("sam_vit_b", 1024),
+            ("sam_vit_h", 1024),
+            ("sam_vit_h", 2048),
+        ]
+    }
+    assert slices == {
+        ("lite_medsam", 128): 100_000,
+        ("lite_medsam", 256): 100_000,
+        ("sam_vit_b", 1024): 20_574,
+        ("sam_vit_h", 1024): 3_355,
+        ("sam_vit_h", 2048): 2_400,
+    }
+    assert pretrain_hardware(torch.device("cpu")) is None
+
+
+def test_samnet_pretrain_leaves_the_budget_to_the_device_unless_given() -> None:
+    default = pretrain_arguments(["Dataset004_Hippocampus"])
+    assert (default.steps, default.batch_size) == (None, None)
+    given = pretrain_arguments(["4", "--steps", "30", "--batch-size", "2"])
+    assert (given.steps, given.batch_size) == (30, 2)
+
+
+def test_a_checkpointed_encoder_pretrains_to_the_same_losses(tmp_path: Path) -> None:
+    """What the CUDA default plans for encoders that do not fit: recomputed blocks."""
+    budget = PretrainBudget(steps=3, batch_size=2, learning_rate=1e-3)
+
+    def batches(seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            yield torch.rand(2, 1, SIZE, SIZE, generator=generator)
+
+    losses = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = masked_model()
+        if checkpointing:
+            checkpoint_encoder_blocks(model.image_encoder)
+        state = tmp_path / f"{checkpointing}.pth"
+        losses[checkpointing] = pretrain(
+            model, batches, budget, state, torch.device("cpu")
+        )
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)

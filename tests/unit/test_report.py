@@ -544,12 +544,21 @@ def test_markdown_and_html_hold_the_metric_sentence_and_tables(
     assert (
         "| HD95 (mm) | head | 8 | -2.00 | [-2.00, -2.00] | -2.00 | 0.007812 |" in text
     )
-    assert f"| {sam} | 0 | cpu | 100 | 8 | 12 | 30 | 900 | 1,234,567 |" in text
+    # Stats without the newer fields: samples seen from steps x batch, wall hours, RSS.
+    assert (
+        f"| {sam} | 0 | cpu | 100 | 8 | 800 | 0.00333 h wall | 30 | 900 RSS | 1,234,567 |"
+        in text
+    )
     # A method is named on its first row only.
     assert (
-        f"| {baseline} | 0 | cpu | 100 | 8 | 12 | — | 900 | 1,234,567 |\n"
-        "|  | 1 | — | — | — | — | — | — | — |"
+        f"| {baseline} | 0 | cpu | 100 | 8 | 800 | 0.00333 h wall | — | 900 RSS | 1,234,567 |\n"
+        "|  | 1 | — | — | — | — | — | — | — | — |"
     ) in text
+    assert (
+        "## Training budget\n\nOn CPU every method trains the same optimizer steps"
+        in text
+    )
+    assert "On a GPU every method" not in text
     assert f"| {baseline} | 0 | a3 | 0.7400 | — | 0.7400 |" in text
     assert "## NSD at 2 mm, mean ± sd over validation cases" in text
     assert f"| {sam} | 2 | 2.00 ± 0.00 | 0.00 ± 0.00 (1 undefined) |" in text

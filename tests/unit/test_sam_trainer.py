@@ -6,16 +6,20 @@ End to end through nnU-Net (training, resume, validation, nnU-Net's CLI) is in
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import HIPPOCAMPUS_LIKE, plan
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from samnet.core.errors import SamnetError
+from samnet.core.methods import FEW_SHOT_TRAINER, PROMPTED_TRAINER, SAM_TRAINERS
 from samnet.models.encoder_prefix import split_image_encoder
+from samnet.models.gradient_checkpointing import encoder_blocks, is_checkpointed
 from samnet.models.lr_schedule import WarmupDecayLR, warmup_decay_factor
 from samnet.models.network import (
     BASE_SHA256_KEY,
@@ -26,7 +30,10 @@ from samnet.models.network import (
 from samnet.models.peft import PeftConfig, apply_peft
 from samnet.trainers.cached_trainer import nnUNetTrainerSAMCached
 from samnet.trainers.distributed import DistributedTrainerMixin
+from samnet.trainers.fewshot_trainer import nnUNetTrainerSAMFewShot
+from samnet.trainers.nnunet_lookup import samnet_trainers
 from samnet.trainers.progress import EpochProgressMixin
+from samnet.trainers.sam_trainer import network_from_plan, nnUNetTrainerSAM
 from samnet.trainers.variants import training_variant
 
 INPUT_SIZE = 64
@@ -229,3 +236,54 @@ def test_the_progress_bar_counts_epochs_from_where_training_resumes() -> None:
     other_rank = trainer_class(local_rank=1)
     other_rank.on_train_start()
     assert other_rank.epoch_bar.disable
+
+
+def trainer_classes() -> tuple[list[type], list[type]]:
+    """samnet's trainer classes as nnU-Net's ``-tr`` finds them: the SAM trainers, and
+    the nnU-Net trainers (nnU-Net's own and the support-slice baselines)."""
+    exported = [getattr(samnet_trainers, name) for name in samnet_trainers.__all__]
+    sam = [c for c in exported if issubclass(c, nnUNetTrainerSAM)]
+    baselines = [nnUNetTrainer, *(c for c in exported if c not in sam)]
+    return sam, baselines
+
+
+def compiles(trainer_class: type, log: list[str]) -> bool:
+    """``_do_i_compile`` of ``trainer_class`` as trained on a (simulated) CUDA device:
+    the method reads the device and writes to the log only."""
+    stand_in = SimpleNamespace(
+        device=torch.device("cuda"), print_to_log_file=log.append
+    )
+    return trainer_class._do_i_compile(stand_in)
+
+
+def test_no_sam_trainer_compiles_and_nnunet_baselines_still_do(monkeypatch) -> None:
+    sam, baselines = trainer_classes()
+    assert {c.__name__ for c in sam} == {
+        *SAM_TRAINERS.values(),
+        FEW_SHOT_TRAINER,
+        PROMPTED_TRAINER,
+    }
+    monkeypatch.delenv("nnUNet_compile", raising=False)
+    for trainer_class in sam:
+        for trained in (trainer_class, training_variant(trainer_class, True)):
+            assert compiles(trained, []) is False, trained
+    # nnU-Net's own decision, unchanged: compile on CUDA by default.
+    for trainer_class in baselines:
+        assert trainer_class._do_i_compile is nnUNetTrainer._do_i_compile
+        assert compiles(training_variant(trainer_class, False), []) is True
+    # Asking nnU-Net to compile is said in the log, and refused for SAM alone.
+    monkeypatch.setenv("nnUNet_compile", "1")
+    log: list[str] = []
+    assert compiles(nnUNetTrainerSAMFewShot, log) is False
+    assert "torch.compile stays off for SAM trainers" in log[0]
+    assert compiles(nnUNetTrainer, []) is True
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_the_network_checkpoints_the_encoder_as_the_plan_says(checkpointing) -> None:
+    sam_plan = dataclasses.replace(
+        plan(HIPPOCAMPUS_LIKE).sam, gradient_checkpointing=checkpointing
+    )
+    network = network_from_plan(sam_plan, 1, 3)
+    blocks = encoder_blocks(network.sam.image_encoder)
+    assert blocks and all(is_checkpointed(b) == checkpointing for b in blocks)
