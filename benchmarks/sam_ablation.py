@@ -46,6 +46,7 @@ from common import (
 )
 
 from samnet.core.layout import CACHE_FOLDER, CACHE_INFO_FILE, FOLD_STATS_FILE
+from samnet.evaluation.plots import figure_file
 
 
 @dataclass(frozen=True)
@@ -369,30 +370,28 @@ def summarize(result: dict) -> None:
 
 def plot(result: dict, path: Path) -> None:
     """Mean foreground Dice and seconds per step of every arm, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(result["arms"])
     arms = [result["arms"][n] for n in names]
-    figure, (dice_axis, time_axis) = plt.subplots(
-        1, 2, figsize=(10, 0.6 * len(names) + 1.8), sharey=True
-    )
-    positions = range(len(names))
-    dice_axis.barh(positions, [a["dice_mean_foreground"] for a in arms])
-    dice_axis.set_yticks(list(positions), names)
-    dice_axis.set_xlabel("mean foreground Dice (fold validation)")
-    low = min(a["dice_mean_foreground"] for a in arms)
-    dice_axis.set_xlim(max(0.0, low - 0.05), 1.0)
-    time_axis.barh(positions, [a["seconds_per_step"] for a in arms], color="tab:orange")
-    time_axis.set_xlabel("seconds per optimizer step")
-    figure.suptitle(
-        f"SAM arms, {result['dataset']} fold {result['fold']} ({result['machine']['cpu']})"
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    positions = list(range(len(names)))
+    size = (10, 0.5 * len(names) + 1.8)
+    with figure_file(path, 2, size, share_y=True) as (dice_axis, time_axis):
+        dice_axis.barh(positions, [a["dice_mean_foreground"] for a in arms])
+        dice_axis.set_yticks(positions, names)
+        dice_axis.set_xlabel("mean foreground Dice (fold validation)")
+        low = min(a["dice_mean_foreground"] for a in arms)
+        dice_axis.set_xlim(max(0.0, low - 0.05), 1.0)
+        time_axis.barh(
+            positions, [a["seconds_per_step"] for a in arms], color="tab:orange"
+        )
+        busy = any(a.get("machine_busy_with") for a in arms)
+        time_axis.set_xlabel(
+            "seconds per optimizer step"
+            + (" (machine shared: see JSON)" if busy else "")
+        )
+        dice_axis.figure.suptitle(
+            f"SAM arms, {result['dataset']} fold {result['fold']} "
+            f"({result['machine']['cpu']})"
+        )
 
 
 def main() -> None:

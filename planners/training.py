@@ -21,6 +21,7 @@ from samnet.core.sam_plan import ENCODER_MODES
 from samnet.models.backbone_spec import BackboneSpec
 from samnet.planners.batch import BatchLimits, checkpointing_rule
 from samnet.planners.cost_model import StepCost, step_cost, training_hours
+from samnet.planners.evidence import CACHED_VIEWS_MEASURED
 from samnet.planners.hardware import Hardware
 
 # Wall-clock a fold may take before the planner falls back to a cheaper encoder mode.
@@ -125,12 +126,9 @@ def mirroring_rule(hw: Hardware) -> tuple[bool, str]:
 
 
 def cached_views_rule(mode: str) -> tuple[int, str]:
-    """No augmented views in the embedding cache until they are measured to pay."""
+    """No augmented views in the embedding cache: measured, they did not pay."""
     if mode == "trained":
         return 0, (
             "the encoder runs in every step, on nnU-Net's augmented patches: no cache"
         )
-    return 0, (
-        "none: each view costs one more embedding-cache build, and what it buys is "
-        "measured by benchmarks/sam_ablation.py (--cached-views N adds N)"
-    )
+    return 0, f"none (--cached-views N adds N): {CACHED_VIEWS_MEASURED}"
