@@ -10,7 +10,8 @@ trainer its plan names, on the fold's training cases, with the dataset's batch
 (``common.DATASETS``) and ``--epochs`` x ``--iterations-per-epoch`` steps (``longer``
 doubles the epochs). ``context_slices`` trains on a 2.5D copy of a 3D dataset
 (``context_dataset``). Each arm's plans file is its own (``samnetPlans_<arm>``); arms with
-the same encoder input share one embedding cache. The validation is nnU-Net's, on the
+the same encoder input share one embedding cache (``image_branch``'s also stores the
+windows, so it builds its own). The validation is nnU-Net's, on the
 fold's validation cases. The reference arm also records how far the encoder is from
 commuting with flips (``flip_consistency``): why augmentation must come before the
 encoder, not be applied to cached embeddings.
@@ -82,6 +83,11 @@ ARMS = {
     "context_slices": Arm(
         "the CPU plan on 2.5D input (the slices below, at and above as R, G, B)",
         context_slices=True,
+    ),
+    "image_branch": Arm(
+        "the CPU plan with a full-resolution image branch into the mask features "
+        "(SAM-HQ-like)",
+        {"image_branch": True},
     ),
 }
 # The derived 2.5D dataset's id: this plus the source's.

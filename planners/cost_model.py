@@ -22,6 +22,13 @@ from samnet.planners.hardware import Hardware
 
 # Mask decoder with K class tokens, per slice at the native size (3.55 GFLOP at 256 px).
 DECODER_GFLOP = 3.55
+# The plan's image branch (samnet.models.image_branch, off by default) is left out: its
+# forward pass costs 0.10 GFLOP per slice at 128 px and 0.39 at 256 px (FlopCounterMode,
+# one input channel), a ninth of the decoder's, within the 0.5-1.5x this model is off by;
+# at 1024 px, 6.2, small beside a ViT encoder that runs in every step, not beside a cached
+# one's decoder. Autograd keeps 7 MB of its activations per slice at 128 px and 30 MB at
+# 256 px (float32): about half of what this model gives the decoder, little beside a
+# trained encoder's hundreds of MB. Add both once the sam_ablation arm says it pays.
 # Where weights train (the decoder), a step costs the forward pass plus about twice that
 # backward (gradients of inputs and of weights).
 FORWARD_BACKWARD = 3.0

@@ -54,6 +54,13 @@ PRETRAIN_MEASURED = (
     "from the features SAM's decoder reads. With the encoder trained it is not measured: "
     "--pretrain yes tries it"
 )
+# samnet.models.image_branch (SAM-HQ-like full-resolution features for the prompt-free
+# head) has not been trained against the plan yet.
+IMAGE_BRANCH_UNMEASURED = (
+    "not measured to pay yet: benchmarks/sam_ablation.py arm image_branch; "
+    "--image-branch yes adds a small CNN on the full-resolution image to the mask "
+    "features (SAM-HQ-like), for logits at the input's resolution"
+)
 # How far the cost model's step times were from measured ones, quoted with its estimates.
 COST_MODEL_ACCURACY = (
     "steps measured on CPU took 0.5-1.5x its estimate, "

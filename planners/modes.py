@@ -1,5 +1,5 @@
-"""The rules for what trains and how: few-shot mode, prompts, encoder mode, PEFT and
-learning rate.
+"""The rules for what trains and how: few-shot mode, prompts, image branch, encoder mode,
+PEFT and learning rate.
 
 Each returns its value and the reason for it; few-shot mode and prompts also return the
 short text their decision shows (``Planner`` records them).
@@ -29,6 +29,7 @@ from samnet.planners.evidence import (
     FEW_LABELLED_CASES,
     FEW_SHOT_MAX_LABELLED_SLICES,
     FEW_SHOT_SHOTS,
+    IMAGE_BRANCH_UNMEASURED,
     user_reason,
 )
 from samnet.planners.fingerprint import SamFingerprint
@@ -36,6 +37,9 @@ from samnet.planners.training import ModeEstimate
 
 LORA_RANK = 4
 NEW_HEADS = ("class_head", "input_adapter")
+# The network's module for the plan's image_branch (samnet.models.image_branch): new, so
+# it trains in every encoder mode.
+IMAGE_BRANCH = "image_branch"
 # The method --peft-parts gets when --peft names none, and the parts --peft gets when
 # --peft-parts names none: LoRA in encoder and decoder (Gu et al. 2024's best), the
 # decoder trained in full on a frozen, cached encoder (Xie et al. 2024).
@@ -154,6 +158,33 @@ def prompts_rule(
     )
 
 
+def image_branch_rule(
+    overrides: dict[str, Any],
+    few_shot: FewShotPlan | None,
+    prompts: tuple[str, ...] | None,
+) -> tuple[bool, str]:
+    """Whether the prompt-free head gets a full-resolution image branch: off, until
+    measured (``--image-branch yes`` turns it on). Few-shot mode and prompted training
+    cannot take it: their batches carry no images, and prompted decoding does not run
+    the prompt-free head."""
+    if overrides.get("image_branch") and (few_shot is not None or prompts is not None):
+        name, option = _special_mode(few_shot)
+        raise SamnetError(
+            None,
+            f"--image-branch yes adds an image branch to the prompt-free class head, "
+            f"which {name} does not use",
+            f"drop --image-branch yes, or drop {option}",
+        )
+    return False, IMAGE_BRANCH_UNMEASURED
+
+
+def _special_mode(few_shot: FewShotPlan | None) -> tuple[str, str]:
+    """The name and options of few-shot mode (when ``few_shot``) or prompted training."""
+    if few_shot is not None:
+        return "few-shot mode", "--few-shot/--support"
+    return "prompted training", "--prompts"
+
+
 def encoder_mode_rule(
     fp: SamFingerprint,
     estimates: dict[str, ModeEstimate],
@@ -179,11 +210,7 @@ def encoder_mode_rule(
             "(--peft-parts decoder trains the decoder on a cached encoder)",
         )
     if few_shot is not None or prompts is not None:
-        name, option = (
-            ("few-shot mode", "--few-shot/--support")
-            if few_shot is not None
-            else ("prompted training", "--prompts")
-        )
+        name, option = _special_mode(few_shot)
         if "cached" not in allowed or asked not in (None, "cached"):
             raise SamnetError(
                 None,
@@ -247,11 +274,14 @@ def requested_peft(overrides: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def peft_rule(
-    mode: str, spec: BackboneSpec, overrides: dict[str, Any]
+    mode: str,
+    spec: BackboneSpec,
+    overrides: dict[str, Any],
+    image_branch: bool = False,
 ) -> tuple[PeftConfig, str]:
     """What trains in encoder mode ``mode``: the user's ``--peft``/``--peft-parts`` with
     their method's options or, by default, LoRA in encoder and decoder, or the decoder
-    alone when the encoder is cached."""
+    alone when the encoder is cached; and the new heads, the ``image_branch`` too."""
     method, parts = requested_peft(overrides) or (
         ("full", "decoder") if mode == "cached" else ("lora", "encoder+decoder")
     )
@@ -273,7 +303,12 @@ def peft_rule(
             "use --peft lora or adapter with --peft-parts encoder+decoder, or drop "
             "--encoder-blocks",
         )
-    config, because = _peft(method, PEFT_PARTS[parts], mode, spec, overrides)
+    # A cached encoder input must not change: the input adapter's channel mix stays at its
+    # channel-mean start unless the encoder runs in every step.
+    heads = NEW_HEADS if mode == "trained" else ("class_head",)
+    if image_branch:
+        heads = (*heads, IMAGE_BRANCH)
+    config, because = _peft(method, PEFT_PARTS[parts], mode, spec, overrides, heads)
     given = [name for name in PEFT_OPTIONS if overrides.get(name) is not None]
     if given:
         because = f"set by the user ({_given(overrides, given)}): {because}"
@@ -286,10 +321,9 @@ def _peft(
     mode: str,
     spec: BackboneSpec,
     overrides: dict[str, Any],
+    heads: tuple[str, ...],
 ) -> tuple[PeftConfig, str]:
-    # A cached encoder input must not change: the input adapter's channel mix stays at its
-    # channel-mean start unless the encoder runs in every step.
-    heads = NEW_HEADS if mode == "trained" else ("class_head",)
+    """The config of ``method`` in ``parts``, with ``heads`` trained beside it."""
     if method == "full":
         config = PeftConfig(method="full", parts=parts, trainable_extra=heads)
         if "encoder" in parts:

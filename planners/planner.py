@@ -29,6 +29,7 @@ from samnet.planners.hardware import Hardware
 from samnet.planners.modes import (
     encoder_mode_rule,
     few_shot_rule,
+    image_branch_rule,
     learning_rate_rule,
     peft_rule,
     prompts_rule,
@@ -97,6 +98,9 @@ class Planner:
         self.record("few_shot", shown, because)
         prompts, shown, because = prompts_rule(overrides, few_shot)
         self.record("prompts", shown, because)
+        image_branch = self.decide(
+            "image_branch", *image_branch_rule(overrides, few_shot, prompts)
+        )
         max_hours = self.decide("max_hours", *max_hours_rule(hw))
         steps = epochs * iterations
         limits = BatchLimits(
@@ -121,7 +125,7 @@ class Planner:
             f"{spec.name} at {input_size} px in encoder mode {mode}",
             hw,
         )
-        peft, because = peft_rule(mode, spec, overrides)
+        peft, because = peft_rule(mode, spec, overrides, image_branch)
         self.record("peft", peft.to_dict(), because)
         checkpointing = self.decide(
             "gradient_checkpointing",
@@ -149,6 +153,7 @@ class Planner:
             budget=TrainingBudget(epochs, iterations, batch),
             test_time_mirroring=mirroring,
             pretrain=pretrain,
+            image_branch=image_branch,
             cached_views=views,
             few_shot=few_shot,
             prompts=prompts,

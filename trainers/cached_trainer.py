@@ -15,7 +15,8 @@ draw from N augmented views of every window, cached once through this trainer's 
 ``get_training_transforms`` (``samnet.preprocessing.cache.views``); validation batches
 draw from the windows as they are. Their ``data`` is ``EncodedImages``: the
 network decodes what the batch holds (after the encoder's remaining stages, for a
-prefix cache), so nnU-Net's training and validation steps run unchanged. Validation
+prefix cache; with the windows themselves, which the cache then stores, when the plan
+has an image branch), so nnU-Net's training and validation steps run unchanged. Validation
 after training is the predictor's, on whole images, like every other trainer's.
 """
 
@@ -112,7 +113,8 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
     ) -> Iterator[dict]:
         """Endless ``{"data", "target"}`` batches of the cases' windows in ``cache``: ``data`` their
         cached features (of the encoder's first ``prefix_stages`` stages, or the whole
-        encoder's) as ``EncodedImages``, ``target`` ``B x 1 x H x W`` labels (outside -> 0).
+        encoder's), and the windows for the plan's image branch, as ``EncodedImages``;
+        ``target`` ``B x 1 x H x W`` labels (outside -> 0).
 
         ``seed`` is the fold's, rank's and starting epoch's: ranks draw different
         batches, and a resumed run does not repeat the first epochs' batches.
@@ -135,5 +137,6 @@ class nnUNetTrainerSAMCached(nnUNetTrainerSAM):
             target = cache.labels(batch)
             target[target == OUTSIDE_LABEL] = 0
             features = cache.embeddings(batch)
-            data = EncodedImages(features, patch_size, prefix_stages)
+            images = cache.images(batch) if self.sam_plan.image_branch else None
+            data = EncodedImages(features, patch_size, prefix_stages, images=images)
             yield {"data": data, "target": target}

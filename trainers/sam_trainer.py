@@ -64,8 +64,8 @@ def network_from_plan(
     num_output_channels: int,
     head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
 ) -> SamSegmentationNetwork:
-    """The network a ``sam`` block describes: backbone, input size, head, gradient
-    checkpointing of the encoder's blocks, then PEFT."""
+    """The network a ``sam`` block describes: backbone, input size, head and image
+    branch, gradient checkpointing of the encoder's blocks, then PEFT."""
     network, _ = build_network(
         plan.backbone,
         num_input_channels,
@@ -74,6 +74,7 @@ def network_from_plan(
         checkpoint=plan.checkpoint,
         head=head,
         gradient_checkpointing=plan.gradient_checkpointing,
+        image_branch=plan.image_branch,
     )
     return apply_peft(network, PeftConfig.from_dict(plan.peft))
 

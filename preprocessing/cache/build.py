@@ -135,7 +135,8 @@ def build_embedding_cache(
     """The cache of ``network``'s frozen encoder on a 2d configuration: reused, or built.
 
     Arguments:
-      network: its input adapter and (frozen part of the) image encoder compute the cache.
+      network: its input adapter and (frozen part of the) image encoder compute the cache;
+        with an image branch, the cache also stores the windows it reads.
       base_weights: identity of the weights the network was built from.
       configuration: the nnU-Net 2d configuration whose preprocessed cases are cached.
       preprocessed_dataset_folder: ``nnUNet_preprocessed/<Dataset>``.
@@ -217,7 +218,8 @@ def cache_key(
     view: CacheView | None = None,
 ) -> CacheKey:
     """The key of the cache that ``network``'s adapter and ``frozen_encoder`` compute in
-    ``compute_dtype`` (of ``view``'s augmented windows, when given)."""
+    ``compute_dtype`` (of ``view``'s augmented windows, when given), with the windows
+    themselves when ``network`` has an image branch."""
     adapter = network.input_adapter
     return CacheKey(
         backbone=base_weights.backbone,
@@ -235,6 +237,7 @@ def cache_key(
         view=0 if view is None else view.number,
         augmentation=None if view is None else view.augmentation,
         compute_dtype=compute_dtype,
+        images=network.image_branch is not None,
     )
 
 
@@ -261,6 +264,14 @@ def _write_cache(
     labels = np.lib.format.open_memmap(
         folder / "labels.npy", "w+", np.int16, (windows, *patch_size)
     )
+    image_shape = [shapes[0][0], *patch_size]
+    images = (
+        np.lib.format.open_memmap(
+            folder / "images.npy", "w+", np.float16, (windows, *image_shape)
+        )
+        if key.images
+        else None
+    )
     writer = _FeatureWriter(encode, folder / "features.npy", windows, batch_size)
     row = 0
     for number, case in enumerate(tqdm(dataset.identifiers, desc="embedding cache")):
@@ -272,11 +283,14 @@ def _write_cache(
                     window, window_label = view(window, window_label, row)
                 index[row] = number, z, y0, x0, np.count_nonzero(window_label > 0)
                 labels[row] = window_label
+                if images is not None:
+                    images[row] = _float16_window(window, case, z)
                 writer.add(window)
                 row += 1
     feature_shape = writer.close()
-    for array in (index, labels):
-        array.flush()
+    for array in (index, labels, images):
+        if array is not None:
+            array.flush()
     info = {
         "key_inputs": dataclasses.asdict(key),
         "windows": windows,
@@ -290,7 +304,23 @@ def _write_cache(
         "data_sha256": data_hash,
         "build_seconds": round(time.perf_counter() - started, 1),
     }
+    if images is not None:
+        info.update(image_shape=image_shape, image_dtype="float16")
     (folder / CACHE_INFO_FILE).write_text(json.dumps(info, indent=1))
+
+
+def _float16_window(window: np.ndarray, case: str, z: int) -> np.ndarray:
+    """``window`` as float16 for ``images.npy``; an error where float16 cannot hold it."""
+    stored = window.astype(np.float16)
+    if not np.isfinite(stored).all():
+        raise SamnetError(
+            None,
+            f"case {case} slice {z} holds values float16 cannot store (beyond 65504): "
+            "its channels are not normalised, so the image branch's cache cannot hold it",
+            "normalise the channels (dataset.json channel_names), or plan without "
+            "--image-branch",
+        )
+    return stored
 
 
 class _FeatureWriter:

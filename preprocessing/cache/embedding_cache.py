@@ -17,6 +17,14 @@ Layout of ``nnUNet_preprocessed/<Dataset>/samnet_cache/<key>/`` (``<key>``: a ha
   computed them (``CacheKey.compute_dtype``);
 - ``labels.npy``: int16, ``N x H x W`` (H x W the patch size), nnU-Net's preprocessed
   segmentation; -1 marks outside the image (nnU-Net's mark, also used for the padding);
+- ``images.npy``, only for a network with an image branch (``CacheKey.images``):
+  float16, ``N x C x H x W``, each window as the network receives it (nnU-Net's
+  preprocessed, zero-padded window, augmented in a view), before the input adapter's
+  resize: the branch reads the network's input, so cached training runs it on what the
+  predictor gives it (float16-rounded, as the features). Each channel takes as many
+  bytes as the labels: a one-channel 256 px window 128 KB, as much as LiteMedSAM's
+  256 x 16 x 16 embedding (the cache grows by half); a Hippocampus 56 px window 6 KB,
+  beside its 32 KB 8 x 8 embedding at 128 px;
 - ``index.npy``: int32, ``N x 5``: case number (into ``cases``), slice, window y0, x0,
   foreground pixels;
 - ``cache.json``: the key inputs, shapes, dtypes, number of windows, cases, and
@@ -68,6 +76,8 @@ class CacheKey:
     products to float16, not only the stored output, so the two hold different values and
     neither reads the other's: a fold's inputs then follow from its plan and device, not
     from which machine happened to build the cache first.
+    ``images``: the cache also stores the windows (``images.npy``), for a network with an
+    image branch.
     """
 
     backbone: str
@@ -86,6 +96,7 @@ class CacheKey:
     view: int = 0
     augmentation: str | None = None
     compute_dtype: str = FLOAT32
+    images: bool = False
 
     def digest(self) -> str:
         return key_digest(dataclasses.asdict(self))
@@ -100,6 +111,9 @@ def key_digest(inputs: dict[str, Any]) -> str:
     if inputs.get("compute_dtype", FLOAT32) == FLOAT32:
         # float32 caches keep the names they had before the key recorded the precision.
         left_out.append("compute_dtype")
+    if not inputs.get("images", False):
+        # Caches without the windows keep the names they had before they could hold them.
+        left_out.append("images")
     inputs = {k: v for k, v in inputs.items() if k not in left_out}
     text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -113,6 +127,7 @@ class EmbeddingCache:
       info: the parsed ``cache.json``.
       cases: case identifiers, in the order ``index``'s case numbers refer to.
       index: ``N x 5`` int32, columns ``INDEX_COLUMNS``.
+      has_images: whether it stores the windows (``images``).
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -124,6 +139,7 @@ class EmbeddingCache:
             self._features = np.load(self.folder / "features.npy", mmap_mode="r")
             self._labels = np.load(self.folder / "labels.npy", mmap_mode="r")
             self.index = np.load(self.folder / "index.npy")
+            self.has_images = bool(self.info["key_inputs"].get("images", False))
             expected = {
                 "features": (self.info["windows"], *self.info["feature_shape"]),
                 "labels": (
@@ -132,17 +148,21 @@ class EmbeddingCache:
                 ),
                 "index": (self.info["windows"], len(INDEX_COLUMNS)),
             }
+            actual = {
+                "features": self._features.shape,
+                "labels": self._labels.shape,
+                "index": self.index.shape,
+            }
+            if self.has_images:
+                self._images = np.load(self.folder / "images.npy", mmap_mode="r")
+                expected["images"] = (self.info["windows"], *self.info["image_shape"])
+                actual["images"] = self._images.shape
             digest = key_digest(self.info["key_inputs"])
             version = self.info["key_inputs"]["format_version"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SamnetError(
                 info_file, f"cache cannot be read ({error})", fix
             ) from None
-        actual = {
-            "features": self._features.shape,
-            "labels": self._labels.shape,
-            "index": self.index.shape,
-        }
         if version != CACHE_FORMAT_VERSION or digest != self.folder.name:
             raise SamnetError(
                 info_file,
@@ -179,6 +199,15 @@ class EmbeddingCache:
     def embeddings(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Cached features of ``rows`` as float32, ``B x D x h x w`` (full embeddings)."""
         return torch.from_numpy(self._features[np.asarray(rows)].astype(np.float32))
+
+    def images(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The windows of ``rows`` as float32, ``B x C x H x W`` (a cache that stores them)."""
+        if not self.has_images:
+            raise ValueError(
+                f"{self.folder} holds no images: it was built for a network without an "
+                "image branch"
+            )
+        return torch.from_numpy(self._images[np.asarray(rows)].astype(np.float32))
 
     def labels(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Labels of ``rows``, ``B x 1 x H x W`` long; ``OUTSIDE_LABEL`` kept.

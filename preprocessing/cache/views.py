@@ -73,7 +73,8 @@ class CacheView:
 class ViewedCaches:
     """Caches of the same windows (view 0 and augmented views) read as one: rows run
     through view 0's windows, then view 1's, and so on. ``EmbeddingCache``'s reading
-    interface (``index``, ``rows_for_cases``, ``embeddings``, ``labels``, ``info``)."""
+    interface (``index``, ``rows_for_cases``, ``embeddings``, ``images``, ``labels``,
+    ``info``); a view's images are its augmented windows."""
 
     def __init__(self, caches: Sequence[EmbeddingCache]) -> None:
         self.caches = list(caches)
@@ -100,6 +101,9 @@ class ViewedCaches:
 
     def embeddings(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         return self._gather(rows, EmbeddingCache.embeddings)
+
+    def images(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
+        return self._gather(rows, EmbeddingCache.images)
 
     def labels(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         return self._gather(rows, EmbeddingCache.labels)

@@ -116,6 +116,10 @@ OVERRIDE_OPTIONS = {
         yes_or_no,
         "yes or no: continue pre-training the encoder on the dataset's own images (samnet_pretrain, its default budget) before fine-tuning",
     ),
+    "image_branch": (
+        yes_or_no,
+        "yes or no: the prompt-free head adds a small CNN's features of the full-resolution image to SAM's mask features (SAM-HQ-like), for logits at the input's resolution (default: no, not measured to pay yet)",
+    ),
     "gradient_checkpointing": (
         yes_or_no,
         "yes or no: the trained encoder's blocks recompute their activations in the backward pass, less memory for about 1.5x its compute (default: on a GPU where fewer than 8 slices fit without it)",
@@ -127,6 +131,7 @@ METAVARS = {
     "few_shot_seed": "SEED",
     "prompts": "KINDS",
     "pretrain": "{yes,no}",
+    "image_branch": "{yes,no}",
     "gradient_checkpointing": "{yes,no}",
     "cached_views": "N",
     "lora_targets": "TARGETS",

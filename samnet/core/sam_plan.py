@@ -117,6 +117,10 @@ class SamPlan:
         fits the GPU; False in plans made before this field.
       pretrain: continue pre-training the encoder on the dataset's own images
         (``samnet_pretrain``) before fine-tuning; False in plans made before this field.
+      image_branch: the prompt-free head adds a small CNN's features of the input image
+        to its upscaled mask features, for logits at the input's resolution
+        (``samnet.models.image_branch``); the embedding cache then stores the windows
+        too. False in plans made before this field.
       cached_views: augmented views of every window in the embedding cache, besides the
         window itself (``samnet.preprocessing.cache.views``): what the cached and
         prefix-cached trainers get of nnU-Net's augmentation. 0: none.
@@ -141,6 +145,7 @@ class SamPlan:
     test_time_mirroring: bool = True
     gradient_checkpointing: bool = False
     pretrain: bool = False
+    image_branch: bool = False
     cached_views: int = 0
     few_shot: FewShotPlan | None = None
     prompts: tuple[str, ...] | None = None

@@ -94,6 +94,8 @@ def training_phrases(sam: dict) -> list[str]:
         phrases.append(f"{parts_title(full_parts)} trained")
     if not tuned and not full_parts:
         phrases.append("heads trained")
+    if sam.get("image_branch"):
+        phrases.append("full-resolution image branch")
     return phrases
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
 from torch import nn
 
@@ -43,17 +44,20 @@ class ClassHead(nn.Module):
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         dense_embedding: torch.Tensor,
+        fine_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Class logits at 4x the embedding resolution.
+        """Class logits at 4x the embedding resolution, or at the image's.
 
         Arguments:
           decoder: the SAM mask decoder whose transformer and upscaling are used.
           image_embeddings: ``B x D x h x w`` from the image encoder.
           image_pe: ``1 x D x h x w`` positional encoding of the embedding grid.
           dense_embedding: ``1 x D x 1 x 1`` SAM's "no mask" dense prompt embedding.
+          fine_features: ``B x D/8 x H x W`` of an image branch (``ImageBranch``), added
+            to the upscaled features (``mask_logits``); None: none.
 
         Returns:
-          ``B x K x 4h x 4w`` logits.
+          ``B x K x 4h x 4w`` logits; ``B x K x H x W`` with ``fine_features``.
         """
         tokens = self.class_tokens.unsqueeze(0).expand(len(image_embeddings), -1, -1)
         class_outputs, upscaled = run_mask_decoder(
@@ -62,7 +66,7 @@ class ClassHead(nn.Module):
         weights = torch.stack(
             [mlp(class_outputs[:, k]) for k, mlp in enumerate(self.class_mlps)], dim=1
         )
-        return mask_logits(weights, upscaled)
+        return mask_logits(weights, upscaled, fine_features)
 
 
 def run_mask_decoder(
@@ -92,9 +96,27 @@ def run_mask_decoder(
     return token_outputs, decoder.output_upscaling(source)
 
 
-def mask_logits(weights: torch.Tensor, upscaled: torch.Tensor) -> torch.Tensor:
+def mask_logits(
+    weights: torch.Tensor,
+    upscaled: torch.Tensor,
+    fine_features: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-token mask weights ``B x T x D/8`` dotted with features ``B x D/8 x H x W``
-    -> logits ``B x T x H x W``."""
+    -> logits ``B x T x H x W``.
+
+    ``fine_features`` ``B x D/8 x H' x W'`` (an image branch's, at the input's
+    resolution): the features are resized bilinearly to H' x W' and these added, so the
+    logits are ``B x T x H' x W'``. Resizing is linear, so zero ``fine_features`` give
+    the resized logits of the features alone.
+    """
+    if fine_features is not None:
+        resized = F.interpolate(
+            upscaled,
+            size=fine_features.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        upscaled = resized + fine_features
     batch, _, height, width = upscaled.shape
     logits = weights @ upscaled.flatten(2)
     return logits.view(batch, weights.shape[1], height, width)

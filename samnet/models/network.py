@@ -18,6 +18,7 @@ from samnet.models.class_head import ClassHead
 from samnet.models.encoder_prefix import split_image_encoder
 from samnet.models.fast_encoder import FastEncoder
 from samnet.models.gradient_checkpointing import checkpoint_encoder_blocks
+from samnet.models.image_branch import ImageBranch
 from samnet.models.input_adapter import InputAdapter
 from samnet.models.object_prompt import ObjectPrompt, prompt_groups
 from samnet.models.trained_checkpoint import trained_state
@@ -52,6 +53,9 @@ class EncodedImages:
       prototypes: ``B x K x D`` class prototypes, image b queried with
         ``prototypes[b]`` (a ``PrototypeHead``'s training episodes). None: the head's
         own (stored support prototypes, or learned class tokens).
+      images: ``B x C x H x W``, the network inputs that were encoded (the windows as
+        nnU-Net gives them): what a network with an image branch reads besides the
+        features. None: the batch has none (a network without a branch needs none).
     """
 
     features: torch.Tensor
@@ -59,6 +63,7 @@ class EncodedImages:
     prefix_stages: int | None = None
     prompts: list[list[ObjectPrompt]] | None = None
     prototypes: torch.Tensor | None = None
+    images: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.prompts is not None and self.prototypes is not None:
@@ -70,21 +75,27 @@ class EncodedImages:
     def to(self, device: torch.device, non_blocking: bool = False) -> EncodedImages:
         """The same batch with its tensors on ``device``: nnU-Net's train and validation
         steps move a batch's ``data`` this way."""
+
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            if tensor is None:
+                return None
+            return tensor.to(device, non_blocking=non_blocking)
+
         return replace(
             self,
-            features=self.features.to(device, non_blocking=non_blocking),
-            prototypes=None
-            if self.prototypes is None
-            else self.prototypes.to(device, non_blocking=non_blocking),
+            features=move(self.features),
+            prototypes=move(self.prototypes),
+            images=move(self.images),
         )
 
 
 class SamSegmentationNetwork(nn.Module):
     """Prompt-free multi-class SAM, usable wherever nnU-Net expects a network.
 
-    ``forward(images)`` = ``decode(encode(images))``, the prompt-free path nnU-Net's
+    ``forward(images)`` = ``decode(encode(images), ...)``, the prompt-free path nnU-Net's
     predictor and validation call; the split lets a frozen encoder's output be cached, and
-    ``forward(EncodedImages(...))`` decodes such cached features (``decode_encoded``).
+    ``forward(EncodedImages(...))`` decodes such cached features (``decode_encoded``), with
+    the images too for a network with an image branch.
     ``forward_prompted`` runs SAM's own prompted path (boxes and/or points) for zero-shot
     use and as a baseline; ``decode_class_prompts`` turns one prompt per class into class
     logits (prompted training).
@@ -101,6 +112,10 @@ class SamSegmentationNetwork(nn.Module):
       head: builds the prompt-free head from ``(sam.mask_decoder, num_classes)``:
         ``ClassHead`` (K learned class tokens), or ``PrototypeHead`` (tokens from the
         prototypes of a few labelled slices, ``samnet.fewshot``).
+      image_branch: the prompt-free head also reads the input image at its full
+        resolution (``ImageBranch``, starting at zero), and its logits are at that
+        resolution; ``decode`` then needs the images besides their embeddings. SAM's
+        prompted path (``decode_prompted``, ``decode_class_prompts``) does not use it.
 
     ``state_dict``/``load_state_dict`` are nn.Module's, except that ``load_state_dict``
     also takes a trained-only state: nnU-Net's trainer and predictor then load small
@@ -116,11 +131,17 @@ class SamSegmentationNetwork(nn.Module):
         normalization: str,
         base_weights: BaseWeights | None = None,
         head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
+        image_branch: bool = False,
     ) -> None:
         super().__init__()
         self.input_adapter = InputAdapter(in_channels, image_size, normalization)
         self.sam = sam
         self.class_head = head(sam.mask_decoder, num_classes)
+        self.image_branch = (
+            ImageBranch(in_channels, sam.mask_decoder.transformer_dim // 8)
+            if image_branch
+            else None
+        )
         self.base_weights = base_weights
         # A FastEncoder copy of the frozen encoder for CPU inference and the fingerprint of
         # the weights it was made from; a tuple, so nn.Module does not register it (it is
@@ -177,11 +198,14 @@ class SamSegmentationNetwork(nn.Module):
         image_embeddings: torch.Tensor,
         output_size: tuple[int, int],
         prototypes: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Image embeddings ``B x D x h x w`` -> class logits ``B x K x H x W`` (``output_size``).
 
         ``prototypes`` ``B x K x D``: a ``PrototypeHead`` queries image b with
         ``prototypes[b]`` instead of its stored support prototypes (see ``EncodedImages``).
+        ``images`` ``B x C x H x W``: the network inputs that were encoded, which the
+        image branch reads; required when the network has one.
         """
         head_inputs = (
             self.sam.mask_decoder,
@@ -189,13 +213,32 @@ class SamSegmentationNetwork(nn.Module):
             self.embedding_positions(image_embeddings),
             self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1),
         )
+        fine_features = self.fine_features(images)
         if prototypes is None:
-            logits = self.class_head(*head_inputs)
+            logits = self.class_head(*head_inputs, fine_features=fine_features)
         else:
-            logits = self.class_head(*head_inputs, prototypes=prototypes)
+            logits = self.class_head(
+                *head_inputs, prototypes=prototypes, fine_features=fine_features
+            )
         return F.interpolate(
             logits, size=output_size, mode="bilinear", align_corners=False
         )
+
+    def fine_features(self, images: torch.Tensor | None) -> torch.Tensor | None:
+        """The image branch's features ``B x D/8 x H x W`` of ``images`` ``B x C x H x W``;
+        None for a network without one."""
+        if self.image_branch is None:
+            return None
+        if images is None:
+            raise SamnetError(
+                None,
+                "this network has an image branch (the plan's image_branch), which "
+                "reads the images, but it was given only their encoder output",
+                "give EncodedImages with images (the embedding cache stores them when "
+                "the plan's image_branch is on); few-shot and prompted training do "
+                "not: re-plan them without --image-branch",
+            )
+        return self.image_branch(images)
 
     def forward(self, x: torch.Tensor | EncodedImages) -> torch.Tensor:
         """Class logits ``B x K x H x W``.
@@ -207,7 +250,7 @@ class SamSegmentationNetwork(nn.Module):
         """
         if isinstance(x, EncodedImages):
             return self.decode_encoded(x)
-        return self.decode(self.encode(x), tuple(x.shape[-2:]))
+        return self.decode(self.encode(x), tuple(x.shape[-2:]), images=x)
 
     def decode_encoded(self, encoded: EncodedImages) -> torch.Tensor:
         """Class logits ``B x K x H x W`` (H x W ``encoded.output_size``) of images whose
@@ -221,7 +264,9 @@ class SamSegmentationNetwork(nn.Module):
             return self.decode_class_prompts(
                 embeddings, encoded.output_size, encoded.prompts
             )
-        return self.decode(embeddings, encoded.output_size, encoded.prototypes)
+        return self.decode(
+            embeddings, encoded.output_size, encoded.prototypes, encoded.images
+        )
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What training changed (``trained_state``, detached copies) plus the base sha256."""
@@ -357,11 +402,12 @@ def build_network(
     pretrained: bool = True,
     head: Callable[[MaskDecoder, int], nn.Module] = ClassHead,
     gradient_checkpointing: bool = False,
+    image_branch: bool = False,
 ) -> tuple[SamSegmentationNetwork, BaseWeights]:
     """A registered backbone as a prompt-free network, and the identity of its base weights.
 
-    ``image_size`` defaults to the backbone's native input size; ``head`` is
-    ``SamSegmentationNetwork``'s. ``gradient_checkpointing`` (the plan's): the image
+    ``image_size`` defaults to the backbone's native input size; ``head`` and
+    ``image_branch`` are ``SamSegmentationNetwork``'s. ``gradient_checkpointing`` (the plan's): the image
     encoder's blocks recompute their activations in the backward pass of training
     (``samnet.models.gradient_checkpointing``); evaluation and prediction are unchanged.
     """
@@ -373,7 +419,14 @@ def build_network(
     if gradient_checkpointing:
         checkpoint_encoder_blocks(sam.image_encoder)
     return SamSegmentationNetwork(
-        sam, in_channels, num_classes, size, spec.normalization, base, head
+        sam,
+        in_channels,
+        num_classes,
+        size,
+        spec.normalization,
+        base,
+        head,
+        image_branch,
     ), base
 
 

@@ -100,8 +100,9 @@ class PrototypeHead(nn.Module):
         image_pe: torch.Tensor,
         dense_embedding: torch.Tensor,
         prototypes: torch.Tensor | None = None,
+        fine_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Class logits at 4x the embedding resolution.
+        """Class logits at 4x the embedding resolution, or at the image's.
 
         Arguments:
           decoder: the SAM mask decoder whose transformer, upscaling and first
@@ -111,9 +112,11 @@ class PrototypeHead(nn.Module):
           dense_embedding: ``1 x D x 1 x 1`` SAM's "no mask" dense prompt embedding.
           prototypes: ``B x K x D``, image b queried with ``prototypes[b]`` (a training
             episode); None: the stored support prototypes for every image.
+          fine_features: ``B x D/8 x H x W`` of an image branch, as ``ClassHead``'s.
 
         Returns:
-          ``B x K x 4h x 4w`` logits, one map per prototype (class).
+          ``B x K x 4h x 4w`` logits, one map per prototype (class); ``B x K x H x W``
+          with ``fine_features``.
         """
         prototypes = self.prototypes(len(image_embeddings), prototypes)
         tokens = (
@@ -123,4 +126,4 @@ class PrototypeHead(nn.Module):
             decoder, tokens, image_embeddings, image_pe, dense_embedding
         )
         weights = decoder.output_hypernetworks_mlps[0](token_outputs)
-        return mask_logits(weights, upscaled)
+        return mask_logits(weights, upscaled, fine_features)

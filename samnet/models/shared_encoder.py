@@ -43,7 +43,7 @@ class FoldMeanNetwork(nn.Module):
         """Images ``B x C x H x W`` -> the folds' mean logits ``B x K x H x W``."""
         embeddings = self.encode(x)
         size = tuple(x.shape[-2:])
-        logits = [fold.decode(embeddings, size) for fold in self.folds]
+        logits = [fold.decode(embeddings, size, images=x) for fold in self.folds]
         return torch.stack(logits).mean(dim=0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

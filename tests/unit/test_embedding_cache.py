@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from helpers import fingerprint, plan
 from nnunetv2.inference.sliding_window_prediction import (
     compute_steps_for_sliding_window,
 )
@@ -39,6 +41,7 @@ from samnet.preprocessing.cache.embedding_cache import (
     sample_batches,
 )
 from samnet.preprocessing.cache.views import CacheView, ViewedCaches
+from samnet.trainers.cached_trainer import nnUNetTrainerSAMCached
 
 PATCH = (32, 32)
 INPUT_SIZE = 64
@@ -93,6 +96,17 @@ def dataset_folder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def network_and_weights():
     network, weights = build_network("lite_medsam", 1, 3, INPUT_SIZE, pretrained=False)
+    return network.eval(), weights
+
+
+@pytest.fixture(scope="module")
+def branch_network_and_weights():
+    """A network with an image branch whose output is not zero (as after training)."""
+    network, weights = build_network(
+        "lite_medsam", 1, 3, INPUT_SIZE, pretrained=False, image_branch=True
+    )
+    with torch.no_grad():
+        network.image_branch.out.weight.normal_(std=0.1)
     return network.eval(), weights
 
 
@@ -168,6 +182,9 @@ def test_windows_follow_nnunet_sliding_window(
     assert (labels == -1).any(), "outside marks and padding stay -1"
     foreground = [int((w[5] > 0).sum()) for w in expected]
     assert cache.index[:, 4].tolist() == foreground
+    assert not cache.has_images and not (cache.folder / "images.npy").exists()
+    with pytest.raises(ValueError, match="holds no images"):
+        cache.images([0])
     info = json.loads((cache.folder / CACHE_INFO_FILE).read_text())
     assert cache.folder.parent.name == CACHE_FOLDER
     assert info["windows"] == WINDOWS and info["feature_shape"] == [256, 16, 16]
@@ -512,3 +529,88 @@ def test_features_float16_cannot_hold_are_refused(dataset_folder) -> None:
         build((network.eval(), weights), dataset_folder)
     assert "--encoder-mode trained" in error.value.fix
     assert not [p for p in (dataset_folder / CACHE_FOLDER).iterdir() if p.is_dir()]
+
+
+def cached_batch(cache: EmbeddingCache, image_branch: bool) -> EncodedImages:
+    """The first batch ``nnUNetTrainerSAMCached`` draws from ``cache`` for a plan with or
+    without an image branch (its ``_batches``, given what it reads of the trainer)."""
+    trainer = SimpleNamespace(
+        configuration_manager=configuration(),
+        batch_size=4,
+        oversample_foreground_percent=0.33,
+        sam_plan=plan(fingerprint(), image_branch=image_branch).sam,
+    )
+    batches = nnUNetTrainerSAMCached._batches(
+        trainer, ViewedCaches([cache]), list(cache.cases), 0, None
+    )
+    return next(batches)["data"]
+
+
+def test_a_network_with_an_image_branch_caches_its_windows_too(
+    branch_network_and_weights, dataset_folder
+) -> None:
+    cache = build(branch_network_and_weights, dataset_folder)
+    assert cache.has_images and cache.info["key_inputs"]["images"] is True
+    assert cache.info["image_shape"] == [1, *PATCH]
+    assert cache._images.dtype == np.float16
+    windows = torch.stack([w[4] for w in expected_windows(dataset_folder)])
+    rows = np.arange(WINDOWS)
+    # The windows as the network receives them (not resized to its 64 px input).
+    assert torch.equal(cache.images(rows), windows.half().float())
+    network = branch_network_and_weights[0]
+    with torch.no_grad():
+        logits = network(windows)
+        features = cache.embeddings(rows)
+        cached = network(EncodedImages(features, PATCH, images=cache.images(rows)))
+        no_image = network.decode(features, PATCH, images=torch.zeros_like(windows))
+    # The cached path gives the network's output on the windows, up to float16
+    # rounding, the branch's part included.
+    scale = logits.abs().max()
+    assert (cached - logits).abs().max() / scale < FLOAT16_TOLERANCE
+    assert (cached - no_image).abs().max() / scale > FLOAT16_TOLERANCE
+    # The cached trainer's batches carry the windows of their rows when the plan asks.
+    assert cached_batch(cache, image_branch=False).images is None
+    batch = cached_batch(cache, image_branch=True)
+    drawn = [
+        next(row for row in rows if torch.equal(features[row], window_features))
+        for window_features in batch.features
+    ]
+    assert torch.equal(batch.images, cache.images(drawn))
+
+
+def test_the_key_names_the_images_and_caches_without_keep_their_names(
+    branch_network_and_weights, network_and_weights
+) -> None:
+    keys = {}
+    for name, (network, weights) in (
+        ("plain", network_and_weights),
+        ("branch", branch_network_and_weights),
+    ):
+        encoder = network.sam.image_encoder
+        keys[name] = cache_key(
+            network, encoder, weights, configuration(), None, "float32"
+        )
+    assert (keys["plain"].images, keys["branch"].images) == (False, True)
+    # Named as before the key recorded the images: existing caches are reused.
+    inputs = dataclasses.asdict(keys["plain"])
+    del inputs["images"]
+    assert key_digest(inputs) == keys["plain"].digest()
+    with_images = dataclasses.replace(keys["plain"], images=True)
+    assert with_images.digest() != keys["plain"].digest()
+
+
+def test_a_views_images_are_its_augmented_windows(
+    branch_network_and_weights, dataset_folder
+) -> None:
+    view = build(branch_network_and_weights, dataset_folder, view=mirrors())
+    for row, window in enumerate(expected_windows(dataset_folder)):
+        image, label = window[4].half().float(), torch.from_numpy(window[5]).long()
+        augmented_image, augmented_label = (
+            view.images([row])[0],
+            view.labels([row])[0, 0],
+        )
+        assert any(
+            torch.equal(augmented_label, label.flip(axes))
+            and torch.equal(augmented_image, image.flip([axis + 1 for axis in axes]))
+            for axes in ((), (0,), (1,), (0, 1))
+        )

@@ -210,7 +210,8 @@ def loader_batch(
     trainer: nnUNetTrainerSAM, images: torch.Tensor, target: torch.Tensor
 ) -> dict:
     """A batch as ``trainer``'s loader yields it: images, or for the cached trainer the
-    frozen encoder front's output, computed as its embedding cache computes it."""
+    frozen encoder front's output, computed as its embedding cache computes it (and the
+    images, which the cache then stores, for a plan with an image branch)."""
     if not isinstance(trainer, nnUNetTrainerSAMCached):
         return {"data": images, "target": target}
     network = trainer.sam_network
@@ -222,7 +223,12 @@ def loader_batch(
     )
     with torch.no_grad():
         features = front(network.input_adapter(images))
-    data = EncodedImages(features, tuple(images.shape[-2:]), prefix_stages)
+    data = EncodedImages(
+        features,
+        tuple(images.shape[-2:]),
+        prefix_stages,
+        images=images if trainer.sam_plan.image_branch else None,
+    )
     return {"data": data, "target": target}
 
 
@@ -321,6 +327,47 @@ def assert_trains_what_it_names(
             range(len(blocks)) if chosen is None else [i % len(blocks) for i in chosen]
         )
         assert adapted == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("options", "mode"),
+    [
+        (("--peft-parts", "decoder"), "cached"),
+        (("--peft", "lora", "--encoder-mode", "prefix_cached"), "prefix_cached"),
+        (("--peft", "lora", "--encoder-mode", "trained"), "trained"),
+    ],
+)
+def test_the_image_branch_trains_in_every_encoder_mode_and_predicts_alike(
+    toy_backbone, options: tuple[str, ...], mode: str
+) -> None:
+    weights = toy_backbone("lite_medsam")
+    options = (*options, "--backbone", "lite_medsam", "--checkpoint", str(weights))
+    asked = cli_overrides(*options, "--input-size", "64", "--image-branch", "yes")
+    result = plan(fingerprint(), **asked)
+    assert (result.sam.encoder_mode, result.sam.image_branch) == (mode, True)
+    torch.manual_seed(0)
+    trainer = trainer_for(result)
+    network = trainer.sam_network
+    branch = network.image_branch
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 1, *result.patch_size, generator=generator)
+    target = torch.randint(0, 3, (2, 1, *result.patch_size), generator=generator)
+    trainer.on_train_epoch_start()
+    # Two steps: the zero output convolution passes no gradient back until it has moved.
+    for _ in range(2):
+        trainer.train_step(loader_batch(trainer, images, target.float()))
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters()
+    )
+    assert branch.out.weight.abs().sum() > 0
+    # nnU-Net's predictor rebuilds the network from the plan and loads the checkpoint's
+    # trained-only state: the same logits as the trainer's network.
+    rebuilt = type(trainer).build_network_architecture(
+        trainer.plans_manager, trainer.configuration_manager, 1, 3
+    )
+    rebuilt.load_state_dict(network.trained_state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(images), network.eval()(images))
 
 
 # --- the options that reach the strategies --------------------------------------------

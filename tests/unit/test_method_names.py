@@ -33,6 +33,14 @@ def sam_block(**changes) -> dict:
             "SAM (LiteMedSAM, frozen encoder, decoder trained)",
         ),
         (
+            "nnUNetTrainerSAMCached__samnetPlans__sam_2d",
+            sam_block(image_branch=True),
+            (
+                "SAM (LiteMedSAM, frozen encoder, decoder trained, full-resolution "
+                "image branch)"
+            ),
+        ),
+        (
             "nnUNetTrainerSAM__samnetPlans__sam_2d",
             sam_block(
                 encoder_mode="trained",

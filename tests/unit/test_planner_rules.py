@@ -255,3 +255,40 @@ def test_pretraining_is_planned_only_when_asked_and_not_done() -> None:
     )
     with pytest.raises(SamnetError, match="pre-trained weights would go unused"):
         plan(BRAIN_MRI, checkpoint="/mine.pth", pretrain=True)
+
+
+def test_the_image_branch_is_off_until_asked_and_then_trains() -> None:
+    default = plan(BRAIN_MRI)
+    assert default.sam.image_branch is False
+    reason = decision(default, "image_branch")["because"]
+    assert "benchmarks/sam_ablation.py arm image_branch" in reason
+    assert "image_branch" not in default.sam.peft["trainable_extra"]
+    asked = plan(BRAIN_MRI, image_branch=True)
+    assert decision(asked, "image_branch") == {
+        "what": "image_branch",
+        "value": True,
+        "because": user_reason("image_branch"),
+    }
+    assert asked.sam.peft["trainable_extra"] == ["class_head", "image_branch"]
+    on_gpu = plan(BRAIN_MRI, H100, image_branch=True)
+    assert on_gpu.sam.encoder_mode == "trained"
+    assert on_gpu.sam.peft["trainable_extra"][-1] == "image_branch"
+    data = json.loads(json.dumps(asked.sam.to_dict()))
+    assert SamPlan.from_dict(data).to_dict() == data and data["image_branch"] is True
+    del data["image_branch"]  # a plan made before the field
+    assert SamPlan.from_dict(data).image_branch is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "option"),
+    [({"few_shot": 5}, "--few-shot/--support"), ({"prompts": "box"}, "--prompts")],
+)
+def test_the_image_branch_is_refused_with_few_shot_mode_and_prompts(
+    overrides, option
+) -> None:
+    with pytest.raises(
+        SamnetError, match="to the prompt-free class head, which"
+    ) as error:
+        plan(fingerprint(), image_branch=True, **overrides)
+    assert error.value.fix == f"drop --image-branch yes, or drop {option}"
+    assert plan(fingerprint(), **overrides).sam.image_branch is False
