@@ -29,7 +29,7 @@ from samnet.planners.evidence import (
     FEW_LABELLED_CASES,
     FEW_SHOT_MAX_LABELLED_SLICES,
     FEW_SHOT_SHOTS,
-    IMAGE_BRANCH_UNMEASURED,
+    IMAGE_BRANCH_MEASURED,
     user_reason,
 )
 from samnet.planners.fingerprint import SamFingerprint
@@ -163,7 +163,7 @@ def image_branch_rule(
     few_shot: FewShotPlan | None,
     prompts: tuple[str, ...] | None,
 ) -> tuple[bool, str]:
-    """Whether the prompt-free head gets a full-resolution image branch: off, until
+    """Whether the prompt-free head gets a full-resolution image branch: off, as
     measured (``--image-branch yes`` turns it on). Few-shot mode and prompted training
     cannot take it: their batches carry no images, and prompted decoding does not run
     the prompt-free head."""
@@ -175,7 +175,7 @@ def image_branch_rule(
             f"which {name} does not use",
             f"drop --image-branch yes, or drop {option}",
         )
-    return False, IMAGE_BRANCH_UNMEASURED
+    return False, IMAGE_BRANCH_MEASURED
 
 
 def _special_mode(few_shot: FewShotPlan | None) -> tuple[str, str]:

@@ -22,9 +22,9 @@ Layout of ``nnUNet_preprocessed/<Dataset>/samnet_cache/<key>/`` (``<key>``: a ha
   preprocessed, zero-padded window, augmented in a view), before the input adapter's
   resize: the branch reads the network's input, so cached training runs it on what the
   predictor gives it (float16-rounded, as the features). Each channel takes as many
-  bytes as the labels: a one-channel 256 px window 128 KB, as much as LiteMedSAM's
-  256 x 16 x 16 embedding (the cache grows by half); a Hippocampus 56 px window 6 KB,
-  beside its 32 KB 8 x 8 embedding at 128 px;
+  bytes as the labels: a one-channel 256 px window 128 KB beside LiteMedSAM's 2 MB
+  256 x 64 x 64 float16 embedding (6% more); a Hippocampus 56 px window 6 KB beside
+  its 512 KB 256 x 32 x 32 embedding at 128 px;
 - ``index.npy``: int32, ``N x 5``: case number (into ``cases``), slice, window y0, x0,
   foreground pixels;
 - ``cache.json``: the key inputs, shapes, dtypes, number of windows, cases, and

@@ -118,7 +118,7 @@ OVERRIDE_OPTIONS = {
     ),
     "image_branch": (
         yes_or_no,
-        "yes or no: the prompt-free head adds a small CNN's features of the full-resolution image to SAM's mask features (SAM-HQ-like), for logits at the input's resolution (default: no, not measured to pay yet)",
+        "yes or no: the prompt-free head adds a small CNN's features of the full-resolution image to SAM's mask features (SAM-HQ-like), for logits at the input's resolution (default: no; it did not pay on CXR_Lungs, benchmarks/sam_ablation.py)",
     ),
     "gradient_checkpointing": (
         yes_or_no,

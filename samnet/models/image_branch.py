@@ -12,16 +12,19 @@ WIDTH = 16
 class ImageBranch(nn.Module):
     """A small CNN on the network's input whose features join SAM's upscaled mask features.
 
-    SAM's decoder predicts masks at 4x its embedding grid (``B x D/8 x 4h x 4w``
-    features, then bilinear upsampling): LiteMedSAM at 128 px has an 8 x 8 grid, so a
-    Hippocampus slice is decided on 32 x 32 cells, too coarse for the thin parts of small
-    structures. SAM-HQ (Ke et al. 2023) and H-SAM add high-resolution features to the
-    mask features; this is the cheapest such addition that still trains on a cached
-    encoder: two 3 x 3 convolutions (one group norm) on the image, then a 1 x 1
-    convolution to the mask features' D/8 channels. The head resizes its upscaled
-    features to the image's H x W and adds these before the class weights are applied
-    (``samnet.models.class_head.mask_logits``), so the logits are at the input's
-    resolution.
+    SAM's decoder predicts masks from features at 4x its embedding grid
+    (``B x D/8 x 4h x 4w``, then bilinear upsampling). With SAM's ViTs (16 px patches)
+    that is a quarter of the encoder's input size: at 1024 px, 256 x 256. LiteMedSAM's
+    TinyViT has a 4 px stride, so its mask features are at the encoder's input size
+    (256 px: a 64 x 64 grid, 256 x 256 features); but that input is the patch resized
+    to the backbone's size and its channels mixed into SAM's 3, and the decoder sees
+    only what the encoder kept of it. SAM-HQ (Ke et al. 2023) and H-SAM add early,
+    high-resolution features to the mask features; this is the cheapest such addition
+    that still trains on a cached encoder: two 3 x 3 convolutions (one group norm) on the
+    image, then a 1 x 1 convolution to the mask features' D/8 channels. The head resizes
+    its upscaled features to the image's H x W and adds these before the class weights
+    are applied (``samnet.models.class_head.mask_logits``), so the logits are at the
+    input's resolution.
 
     Its input is the network's own input (``B x C x H x W``, nnU-Net-normalised, every
     channel, the patch's own pixels), not the encoder's resized 3-channel view: it sees

@@ -9,6 +9,7 @@ import pytest
 from helpers import (
     CHEST_XRAY,
     LAPTOP,
+    REPO,
     classes,
     decision,
     fingerprint,
@@ -17,7 +18,11 @@ from helpers import (
 
 from samnet.core.errors import SamnetError
 from samnet.core.sam_plan import SamPlan
-from samnet.planners.evidence import user_reason
+from samnet.planners.evidence import (
+    CACHED_VIEWS_MEASURED,
+    IMAGE_BRANCH_MEASURED,
+    user_reason,
+)
 from samnet.planners.explain import decision_rows, describe_fingerprint, describe_peft
 from samnet.planners.hardware import Hardware
 from samnet.planners.modality import detect_modality
@@ -257,11 +262,11 @@ def test_pretraining_is_planned_only_when_asked_and_not_done() -> None:
         plan(BRAIN_MRI, checkpoint="/mine.pth", pretrain=True)
 
 
-def test_the_image_branch_is_off_until_asked_and_then_trains() -> None:
+def test_the_image_branch_is_off_as_measured_until_asked_and_then_trains() -> None:
     default = plan(BRAIN_MRI)
     assert default.sam.image_branch is False
     reason = decision(default, "image_branch")["because"]
-    assert "benchmarks/sam_ablation.py arm image_branch" in reason
+    assert "did not pay" in reason and "sam_ablation_cxr_cpu.json" in reason
     assert "image_branch" not in default.sam.peft["trainable_extra"]
     asked = plan(BRAIN_MRI, image_branch=True)
     assert decision(asked, "image_branch") == {
@@ -292,3 +297,26 @@ def test_the_image_branch_is_refused_with_few_shot_mode_and_prompts(
         plan(fingerprint(), image_branch=True, **overrides)
     assert error.value.fix == f"drop --image-branch yes, or drop {option}"
     assert plan(fingerprint(), **overrides).sam.image_branch is False
+
+
+def test_the_planners_measured_reasons_quote_the_ablation_json() -> None:
+    # The reasons a plan gives for leaving an ablation arm out are what its JSON says.
+    arms = json.loads(
+        (REPO / "benchmarks/results/sam_ablation_cxr_cpu.json").read_text()
+    )["arms"]
+    plan_dice = f"{arms['plan']['dice_mean_foreground']:.3f}"
+    for arm, quoted in (
+        ("image_branch", IMAGE_BRANCH_MEASURED),
+        ("cached_views", CACHED_VIEWS_MEASURED),
+    ):
+        measured = arms[arm]
+        assert f"{measured['dice_mean_foreground']:.3f}" in quoted
+        assert f"{plan_dice} without" in quoted
+        cases = measured["minus_plan"]["cases"]
+        better = measured["minus_plan"]["cases_better"]
+        assert (f"{better} of {cases}" in quoted) or (
+            better == 0 and f"lower on all {cases}" in quoted
+        )
+    assert f"{arms['cached_views']['embedding_cache']['seconds']:.0f} s" in (
+        CACHED_VIEWS_MEASURED
+    )
