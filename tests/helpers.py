@@ -21,6 +21,7 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+from torch import nn
 
 from samnet.core.layout import FINAL_CHECKPOINT, FOLD_STATS_FILE
 from samnet.inference.run import Options
@@ -123,7 +124,6 @@ SIZE = 64
 
 def tiny_sam(size: int = SIZE, patch: int = 8, dim: int = 32) -> Sam:
     """A SAM with segment-anything's own modules at toy width: random weights, fast on CPU."""
-    grid = size // patch
     encoder = ImageEncoderViT(
         img_size=size,
         patch_size=patch,
@@ -135,6 +135,12 @@ def tiny_sam(size: int = SIZE, patch: int = 8, dim: int = 32) -> Sam:
         global_attn_indexes=(1,),
         use_rel_pos=True,
     )
+    return sam_around(encoder, size, size // patch, dim)
+
+
+def sam_around(encoder: nn.Module, size: int, grid: int, dim: int) -> Sam:
+    """``encoder`` (``size`` px in, a ``grid`` x ``grid`` embedding of ``dim`` channels)
+    with SAM's prompt encoder and mask decoder at width ``dim``: random weights."""
     prompt_encoder = PromptEncoder(
         embed_dim=dim,
         image_embedding_size=(grid, grid),

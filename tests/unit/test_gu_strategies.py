@@ -27,13 +27,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import decision, fingerprint, plan
+from helpers import decision, fingerprint, plan, sam_around
 from segment_anything.modeling import (
     ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
     Sam,
-    TwoWayTransformer,
 )
 from torch import nn
 
@@ -73,25 +70,6 @@ PROMPTED_PATH_ONLY = re.compile(
 NEW_MODULES = re.compile(r"\.(lora_[ab]|adapter|parallel_adapter)\.")
 
 
-def toy_sam(encoder: nn.Module, native: int) -> Sam:
-    """``encoder`` with a prompt encoder and mask decoder at toy width."""
-    decoder = MaskDecoder(
-        transformer_dim=DIM,
-        transformer=TwoWayTransformer(
-            depth=2, embedding_dim=DIM, mlp_dim=2 * DIM, num_heads=2
-        ),
-        iou_head_depth=2,
-        iou_head_hidden_dim=DIM,
-    )
-    prompts = PromptEncoder(
-        embed_dim=DIM,
-        image_embedding_size=(NATIVE_GRID, NATIVE_GRID),
-        input_image_size=(native, native),
-        mask_in_chans=4,
-    )
-    return Sam(encoder, prompts, decoder)
-
-
 def toy_vit_sam() -> Sam:
     """SAM ViT-B's modules: 4 blocks (the last 3 are its ``prefix_cached`` stage)."""
     encoder = ImageEncoderViT(
@@ -105,7 +83,7 @@ def toy_vit_sam() -> Sam:
         global_attn_indexes=(3,),
         use_rel_pos=True,
     )
-    return toy_sam(encoder, NATIVE_GRID * 16)
+    return sam_around(encoder, NATIVE_GRID * 16, NATIVE_GRID, DIM)
 
 
 def toy_tiny_vit_sam(native: int, patch_kernel_size: int, patch_stride: int) -> Sam:
@@ -121,7 +99,7 @@ def toy_tiny_vit_sam(native: int, patch_kernel_size: int, patch_stride: int) -> 
         patch_stride=patch_stride,
         out_chans=DIM,
     )
-    return toy_sam(encoder, native)
+    return sam_around(encoder, native, NATIVE_GRID, DIM)
 
 
 TOY_BUILDERS = {
