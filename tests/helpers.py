@@ -122,17 +122,18 @@ VOLUME = (1, 6, 32, 40)
 SIZE = 64
 
 
-def tiny_sam(size: int = SIZE, patch: int = 8, dim: int = 32) -> Sam:
-    """A SAM with segment-anything's own modules at toy width: random weights, fast on CPU."""
+def tiny_sam(size: int = SIZE, patch: int = 8, dim: int = 32, depth: int = 2) -> Sam:
+    """A SAM with segment-anything's own modules at toy width: random weights, fast on CPU.
+    Its ViT has ``depth`` blocks, the last with global attention (as SAM's stages end)."""
     encoder = ImageEncoderViT(
         img_size=size,
         patch_size=patch,
         embed_dim=dim,
-        depth=2,
+        depth=depth,
         num_heads=2,
         out_chans=dim,
         window_size=4,
-        global_attn_indexes=(1,),
+        global_attn_indexes=(depth - 1,),
         use_rel_pos=True,
     )
     return sam_around(encoder, size, size // patch, dim)

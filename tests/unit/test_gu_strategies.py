@@ -27,9 +27,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import decision, fingerprint, plan, sam_around
+from helpers import decision, fingerprint, plan, sam_around, tiny_sam
 from segment_anything.modeling import (
-    ImageEncoderViT,
     Sam,
 )
 from torch import nn
@@ -72,18 +71,7 @@ NEW_MODULES = re.compile(r"\.(lora_[ab]|adapter|parallel_adapter)\.")
 
 def toy_vit_sam() -> Sam:
     """SAM ViT-B's modules: 4 blocks (the last 3 are its ``prefix_cached`` stage)."""
-    encoder = ImageEncoderViT(
-        img_size=NATIVE_GRID * 16,
-        patch_size=16,
-        embed_dim=DIM,
-        depth=4,
-        num_heads=2,
-        out_chans=DIM,
-        window_size=4,
-        global_attn_indexes=(3,),
-        use_rel_pos=True,
-    )
-    return sam_around(encoder, NATIVE_GRID * 16, NATIVE_GRID, DIM)
+    return tiny_sam(NATIVE_GRID * 16, patch=16, dim=DIM, depth=4)
 
 
 def toy_tiny_vit_sam(native: int, patch_kernel_size: int, patch_stride: int) -> Sam:
