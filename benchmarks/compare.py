@@ -6,6 +6,13 @@ runs ``samnet_plan_and_train`` on every fold with the stated budget in
 and copies the report (JSON, Markdown, HTML, PNGs) to
 ``benchmarks/results/compare_<name>_<cpu|gpu>/`` with the machine, budget, date and wall
 time.
+
+``--converged`` replaces the budget options by the one ``convergence.py`` found for the
+dataset's baseline (``convergence_<name>_<cpu|gpu>.json``: its ``converged_at_steps``, as
+that run's epochs x iterations, and its batch), for SAM and that baseline only (the sweep
+did not train the others), in ``benchmarks/work/compare_converged/`` and
+``benchmarks/results/compare_<name>_<cpu|gpu>_converged/``: the small-budget results
+stay beside it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,38 @@ def comparison_arguments(
         "--configurations", nargs="+", default=defaults["configurations"]
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--converged",
+        action="store_true",
+        help="the budget and baseline of the dataset's convergence sweep instead "
+        "(convergence.py), results in their own folder",
+    )
     return parser.parse_args()
+
+
+def converged_budget(sweep_file: Path) -> dict:
+    """The budget options of the comparison at convergence: the converged run's epochs,
+    iterations per epoch and batch, and the one configuration the sweep trained."""
+    if not sweep_file.exists():
+        sys.exit(
+            f"{sweep_file}: no convergence sweep for this dataset and device; run "
+            "benchmarks/convergence.py --dataset <name> first"
+        )
+    sweep = json.loads(sweep_file.read_text())
+    steps = sweep["converged_at_steps"]
+    if steps is None:
+        sys.exit(
+            f"{sweep_file}: the sweep has not converged (every doubling still gained "
+            "more than its tolerance); run convergence.py again with more --max-doublings"
+        )
+    run = next(r for r in sweep["runs"] if r["optimizer_steps"] == steps)
+    return {
+        "epochs": run["epochs"],
+        "iterations_per_epoch": steps // run["epochs"],
+        "batch_size": run["batch_size"],
+        "batch_size_3d": None,
+        "configurations": [run["training"]["method"]["configuration"]],
+    }
 
 
 def run_comparison(name: str, args: argparse.Namespace) -> Path:
@@ -48,7 +86,11 @@ def run_comparison(name: str, args: argparse.Namespace) -> Path:
       name: a key of ``common.DATASETS``, also the results' name, e.g. "hippocampus".
       args: ``comparison_arguments``' budget.
     """
-    environment = work_environment("compare")
+    kind = machine()["kind"].lower()
+    suffix = "_converged" if args.converged else ""
+    if args.converged:
+        vars(args).update(converged_budget(RESULTS / f"convergence_{name}_{kind}.json"))
+    environment = work_environment(f"compare{suffix}")
     real = DATASETS[name]
     dataset = real.dataset
     ensure_raw(real, environment)
@@ -68,7 +110,7 @@ def run_comparison(name: str, args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     run_command(command, environment)
     host = machine()
-    target = RESULTS / f"compare_{name}_{host['kind'].lower()}"
+    target = RESULTS / f"compare_{name}_{kind}{suffix}"
     report = Path(environment["nnUNet_results"]) / dataset / "samnet_report"
     if target.exists():
         shutil.rmtree(target)
@@ -80,6 +122,7 @@ def run_comparison(name: str, args: argparse.Namespace) -> Path:
         "folds": args.folds,
         "configurations": args.configurations,
         "budget": budget,
+        "budget_from": f"convergence_{name}_{kind}.json" if args.converged else None,
         "wall_seconds_this_run": round(time.perf_counter() - start, 1),
         "note": "wall_seconds_this_run covers this invocation only; a resumed run "
         "reports the rest. Per-fold training and validation seconds are in report.json.",
